@@ -1,0 +1,59 @@
+# Two commands for users: `make demo` and `make test`. Each does its own set-up:
+# host packages, the pinned .venv, base images; a second run skips what is there.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+ROOT := $(CURDIR)
+VENV := $(ROOT)/.venv
+export PATH := $(VENV)/bin:$(PATH)
+export CONTAINERS_CONF := $(ROOT)/.cache/containers.conf
+export ANSIBLE_CONFIG := $(ROOT)/ansible.cfg
+export NO_COLOR := 1
+export ANSIBLE_NOCOLOR := 1
+export PY_COLORS := 0
+
+# Molecule scenarios run by `make test`, in order (override: make test SCENARIOS=smoke).
+SCENARIOS ?= smoke
+export SCENARIOS
+
+.PHONY: help host venv images lint unit molecule test demo demo-destroy clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
+
+host: ## install missing host packages (podman, runc, mmdebstrap, ...)
+	@tools/host-setup.sh
+
+venv: ## .venv with the pinned toolchain (requirements-dev.txt)
+	@tools/venv.sh
+
+images: host ## build the Debian 12 and 13 systemd base images (cached by recipe)
+	@tools/build-image.sh bookworm
+	@tools/build-image.sh trixie
+
+lint: venv ## yamllint, ansible-lint (production), syntax check, ruff, offline collections
+	yamllint --strict .
+	ansible-lint --profile production
+	ansible-playbook --syntax-check -i inventory/local site.yml
+	ruff check .
+	ruff format --check .
+	ansible-galaxy collection install --offline -r requirements.yml
+
+unit: venv ## unit tests (probe, reference app, tools); no containers
+	pytest -m "not molecule"
+
+molecule: venv images ## molecule scenarios in $(SCENARIOS)
+	pytest -m molecule
+
+test: venv host images lint ## everything that must pass: lint, unit tests, molecule scenarios
+	pytest
+
+demo: venv images ## deploy into a local systemd container and verify the stream
+	@tools/demo.sh
+
+demo-destroy: ## remove the demo container
+	@tools/demo.sh destroy
+
+clean: demo-destroy ## remove .venv and caches (images stay; `podman rmi` them by hand)
+	rm -rf .venv .cache .pytest_cache .ruff_cache

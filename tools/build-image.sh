@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Build a systemd-capable Debian base image from Debian's packages (no registry needed)
+# and load it into podman. Cached: the image is tagged with a hash of this recipe,
+# so it is rebuilt only when the recipe changes.
+#   tools/build-image.sh bookworm|trixie
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=tools/lib.sh
+. "$here/lib.sh"
+
+suite=${1:?usage: build-image.sh bookworm|trixie}
+case "$suite" in
+  bookworm) name=debian12 ;;
+  trixie) name=debian13 ;;
+  *) die "unknown Debian suite '$suite' (expected bookworm or trixie)" ;;
+esac
+
+# What a target needs before Ansible runs: systemd as PID 1, a user manager
+# (dbus, dbus-user-session, libpam-systemd), python3 for modules, sudo for become.
+packages=systemd,systemd-sysv,dbus,dbus-user-session,libpam-systemd,python3,python3-apt,sudo,procps,iproute2,ca-certificates
+mirror=${SSE_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+recipe_hash=$( { cat "$0"; echo "$suite $packages $mirror"; } | sha256sum | cut -c1-12)
+image="localhost/sse-$name-systemd"
+tag="$image:$recipe_hash"
+
+podman_env
+if podman image exists "$tag"; then
+  echo "image $tag is up to date"
+  exit 0
+fi
+
+cache_dir="$here/../.cache/images"
+mkdir -p "$cache_dir"
+tarball="$cache_dir/$name-$recipe_hash.tar"
+start=$(date +%s)
+echo "building $tag from Debian $suite packages (mmdebstrap)..."
+mmdebstrap --quiet --variant=minbase --include="$packages" \
+  --customize-hook='rm -f "$1"/etc/machine-id "$1"/var/lib/dbus/machine-id; touch "$1"/etc/machine-id' \
+  --customize-hook='chroot "$1" systemctl mask systemd-networkd-wait-online.service getty@tty1.service console-getty.service >/dev/null 2>&1 || true' \
+  "$suite" "$tarball" "$mirror"
+podman import --quiet \
+  --change 'CMD ["/lib/systemd/systemd"]' \
+  --change 'STOPSIGNAL SIGRTMIN+3' \
+  --change "LABEL org.sse-deploy.recipe=$recipe_hash" \
+  "$tarball" "$tag" >/dev/null
+podman tag "$tag" "$image:latest"
+rm -f "$tarball"
+echo "built $tag in $(( $(date +%s) - start )) s"

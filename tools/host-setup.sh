@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Install the host packages the project needs, only those missing, and check that
+# this host can run systemd containers. One clear line names whatever is missing.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=tools/lib.sh
+. "$here/lib.sh"
+
+# podman + runc + mmdebstrap: systemd containers built from Debian's packages;
+# uidmap/slirp4netns/fuse-overlayfs: rootless podman; openssl: test certificates;
+# python3-venv: the controller's .venv.
+packages=(podman runc mmdebstrap uidmap slirp4netns fuse-overlayfs openssl python3-venv)
+[ "${SSE_WITH_BROWSER:-0}" = 1 ] && packages+=(chromium)
+
+command -v dpkg-query >/dev/null 2>&1 || die "this set-up needs a Debian-like host with apt (dpkg-query not found)"
+
+missing=()
+for pkg in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ]; then
+    sudo=()
+  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    sudo=(sudo -n)
+  else
+    die "missing host packages (${missing[*]}) and no root or passwordless sudo to install them: run 'sudo apt-get install ${missing[*]}' and retry"
+  fi
+  echo "installing host packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo[@]}" apt-get update -qq >/dev/null || die "apt-get update failed: check the host's apt sources and network"
+  if ! "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/tmp/sse-host-setup.log 2>&1; then
+    die "could not install ${missing[*]} with apt-get (log: /tmp/sse-host-setup.log)"
+  fi
+fi
+
+podman_env
+podman info >/dev/null 2>&1 || die "podman cannot start on this host ('podman info' fails): check 'podman info' output; rootless use needs subuid/subgid entries"
+echo "host ready: podman $(podman version --format '{{.Client.Version}}'), containers.conf at $CONTAINERS_CONF"
