@@ -34,7 +34,8 @@ mkdir -p "$cache_dir"
 tarball="$cache_dir/$name-$recipe_hash.tar"
 start=$(date +%s)
 echo "building $tag from Debian $suite packages (mmdebstrap)..."
-mmdebstrap --quiet --variant=minbase --include="$packages" \
+# keep the package lists, so apt on a fresh container can install without an update
+mmdebstrap --quiet --variant=minbase --include="$packages" --skip=cleanup/apt/lists \
   --customize-hook='rm -f "$1"/etc/machine-id "$1"/var/lib/dbus/machine-id; touch "$1"/etc/machine-id' \
   --customize-hook='chroot "$1" systemctl mask systemd-networkd-wait-online.service getty@tty1.service console-getty.service >/dev/null 2>&1 || true' \
   "$suite" "$tarball" "$mirror"
