@@ -1,0 +1,140 @@
+"""ASGI entry point: `sse_app.main:app`."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.resources import files
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from sse_app import sse
+from sse_app.broker import Broker
+from sse_app.middleware import VersionHeaderMiddleware
+from sse_app.settings import Settings
+from sse_app.shutdown import on_shutdown_signal
+from sse_app.stream import EventStreamResponse
+
+# Publishing is for small notifications; a cap keeps one request from pinning memory
+# in every subscriber's queue and in the replay buffer.
+MAX_PUBLISH_BYTES = 64 * 1024
+MAX_EVENT_NAME = 100
+
+PAGE = files("sse_app").joinpath("page.html").read_text(encoding="utf-8")
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = Settings.from_env() if settings is None else settings
+    broker = Broker(settings.replay_buffer, settings.subscriber_queue)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # The signal hook is what actually ends streams on SIGTERM (the server only
+        # runs the lifespan shutdown below after every response has finished).
+        with on_shutdown_signal(broker.close):
+            yield
+            broker.close()
+
+    async def events(request: Request) -> Response:
+        return EventStreamResponse(
+            broker,
+            retry_ms=settings.retry_ms,
+            keepalive_interval=settings.keepalive_interval,
+            last_event_id=_last_event_id(request),
+        )
+
+    async def publish(request: Request) -> Response:
+        if not settings.publishing_enabled:
+            return _error(403, "publishing is disabled (SSE_PUBLISH_TOKEN is not set)")
+        if not _authorized(request, settings.publish_token):
+            return _error(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
+
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_PUBLISH_BYTES:
+                return _error(413, f"body larger than {MAX_PUBLISH_BYTES} bytes")
+        try:
+            name, data = _parse_publish(body)
+        except ValueError as exc:
+            return _error(400, str(exc))
+
+        event, delivered = broker.publish(data, name)
+        return JSONResponse({"id": event.id, "subscribers": delivered}, status_code=202)
+
+    async def page(request: Request) -> Response:
+        return HTMLResponse(PAGE, headers={"Cache-Control": "no-cache"})
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def version(request: Request) -> Response:
+        return JSONResponse({"version": settings.app_version})
+
+    return Starlette(
+        routes=[
+            Route("/notify/events", events, methods=["GET"]),
+            Route("/notify/publish", publish, methods=["POST"]),
+            Route("/notify/", page, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/version", version, methods=["GET"]),
+        ],
+        middleware=[Middleware(VersionHeaderMiddleware, version=settings.app_version)],
+        lifespan=lifespan,
+    )
+
+
+def _authorized(request: Request, token: str) -> bool:
+    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    # Constant-time on bytes: compare_digest on str rejects non-ASCII input.
+    return hmac.compare_digest(presented.strip().encode(), token.encode())
+
+
+def _last_event_id(request: Request) -> int | None:
+    # Browsers send the header on reconnect; the query form lets a fresh page (or a
+    # polyfill that cannot set headers) resume too.
+    raw = request.headers.get("last-event-id") or request.query_params.get("lastEventId")
+    try:
+        return int(raw.strip()) if raw else None
+    except ValueError:
+        return None  # not one of our ids: serve live events only
+
+
+def _parse_publish(body: bytes) -> tuple[str | None, str]:
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        raise ValueError("body is not valid JSON") from None
+    if not isinstance(payload, dict):
+        raise ValueError('body must be a JSON object like {"event": ..., "data": ...}')
+
+    name = payload.get("event")
+    if name is not None and not (
+        isinstance(name, str) and 0 < len(name) <= MAX_EVENT_NAME and sse.valid_field_value(name)
+    ):
+        raise ValueError(f'"event" must be a single-line string of 1-{MAX_EVENT_NAME} chars')
+
+    if "data" not in payload:
+        raise ValueError('"data" is required')
+    data = payload["data"]
+    if not isinstance(data, str):
+        data = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    if data == "":
+        # EventSource silently drops events whose data is empty; refuse rather than lie.
+        raise ValueError('"data" must not be empty')
+    return name, data
+
+
+def _error(status: int, detail: str, headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse({"error": detail}, status_code=status, headers=headers)
+
+
+app = create_app()
