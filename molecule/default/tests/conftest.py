@@ -1,0 +1,89 @@
+"""Fixtures for the default scenario: the probe inside the target, the service user."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sse_testinfra import direct_host
+
+pytest_plugins = ["sse_testinfra"]
+
+ROOT = Path(__file__).resolve().parents[3]
+PROBE_HOME = "/opt/sseprobe"
+USER = "sse"
+UNIT = "sse-backend"
+CACERT = "/etc/nginx/tls/sse.crt"
+PUBLIC_URL = "https://localhost/notify/events"
+BACKEND_URL = "http://127.0.0.1:8000/notify/events"
+PUBLISH_TOKEN = "molecule-publish-token"
+KEEPALIVE = 2
+
+
+@pytest.fixture
+def host(host):
+    return direct_host(host)
+
+
+@dataclass
+class Probe:
+    """bin/sseprobe run inside the target: the same code the sse_verify role uses."""
+
+    host: object
+
+    def check(self, url: str, *args: str) -> tuple[int, dict]:
+        cmd = (
+            f"python3 {PROBE_HOME}/bin/sseprobe check {url} --json "
+            f"--keepalive-interval {KEEPALIVE} --tolerance 1 " + " ".join(args)
+        )
+        result = self.host.run(cmd)
+        assert result.stdout.strip(), f"no output from {cmd}: {result.stderr}"
+        return result.rc, json.loads(result.stdout)
+
+
+def put_file(host, path: str, data: bytes) -> None:
+    """Write a file on the target (base64 through the shell: no quoting to get wrong)."""
+    encoded = base64.b64encode(data).decode()
+    host.run_expect(
+        [0],
+        f"mkdir -p {shlex.quote(path.rsplit('/', 1)[0])} && "
+        f"echo {encoded} | base64 -d > {shlex.quote(path)} && chmod 0755 {shlex.quote(path)}",
+    )
+
+
+def python_command(script: str) -> str:
+    """A shell command running a Python script on the target."""
+    return f"echo {base64.b64encode(script.encode()).decode()} | base64 -d | python3 -"
+
+
+@pytest.fixture
+def probe(host) -> Probe:
+    # Ship the probe the way a user would run it: bin/sseprobe beside module_utils.
+    for rel in ("bin/sseprobe", "roles/sse_verify/module_utils/sseprobe.py"):
+        put_file(host, f"{PROBE_HOME}/{rel}", (ROOT / rel).read_bytes())
+    return Probe(host)
+
+
+@pytest.fixture
+def user_systemctl(host):
+    uid = host.user(USER).uid
+
+    def run(*args: str):
+        return host.run(
+            f"runuser -u {USER} -- env XDG_RUNTIME_DIR=/run/user/{uid} systemctl --user "
+            + " ".join(args)
+        )
+
+    return run
+
+
+@pytest.fixture
+def main_pid(user_systemctl):
+    def read() -> int:
+        return int(user_systemctl("show", "-p", "MainPID", "--value", f"{UNIT}.service").stdout)
+
+    return read
