@@ -38,7 +38,11 @@ so the body checks report "skip".
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import copy
+import ipaddress
+import json
 import math
 import os
 import re
@@ -56,12 +60,17 @@ __all__ = [
     "ConfigError",
     "Event",
     "HTTPResponseParser",
+    "LoadConfig",
+    "LoadResult",
     "ProbeConfig",
     "ProbeResult",
     "ProtocolError",
     "ResponseHead",
     "SSEParser",
     "check",
+    "load",
+    "nofile_budget",
+    "percentiles",
 ]
 
 CHECKS = (
@@ -703,6 +712,20 @@ class ProbeResult:
 # The blocking probe
 # --------------------------------------------------------------------------------------------
 
+
+def _ssl_context(cacert: str | None, insecure: bool) -> ssl.SSLContext:
+    """The client TLS context of ``check`` and ``load`` (raises ssl.SSLError / OSError)."""
+    if insecure:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    else:
+        # Like curl --cacert: the given bundle replaces the system store.
+        ctx = ssl.create_default_context(cafile=cacert)
+    ctx.set_alpn_protocols(["http/1.1"])  # we speak HTTP/1.1 only
+    return ctx
+
+
 Progress = Callable[[ProbeResult], None]
 _Sock = Union[socket.socket, ssl.SSLSocket]
 
@@ -785,16 +808,7 @@ class _Probe:
         return sock
 
     def _ssl_context(self) -> ssl.SSLContext:
-        cfg = self.cfg
-        if cfg.insecure:
-            ctx = ssl.create_default_context()
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        else:
-            # Like curl --cacert: the given bundle replaces the system store.
-            ctx = ssl.create_default_context(cafile=cfg.cacert)
-        ctx.set_alpn_protocols(["http/1.1"])  # we speak HTTP/1.1 only
-        return ctx
+        return _ssl_context(self.cfg.cacert, self.cfg.insecure)
 
     # -- request / response ----------------------------------------------------------------
 
@@ -1019,3 +1033,827 @@ def check(config: ProbeConfig, progress: Progress | None = None) -> ProbeResult:
     ``progress`` (optional) is called with the live ProbeResult at least every 0.25 s.
     """
     return _Probe(config, progress).run()
+
+
+# --------------------------------------------------------------------------------------------
+# Load mode: many concurrent streams on one asyncio loop, through the same parsers
+# --------------------------------------------------------------------------------------------
+
+LOAD_FD_RESERVE = 32  # descriptors beyond one per stream: stdio, the loop, the publisher
+MAX_LOAD_STREAMS = 100_000
+DEFAULT_RECONNECT_DELAY = 3.0  # seconds, when the server sent no ``retry:`` (as browsers do)
+ID_RESET_GAP = 1_000_000  # a larger jump between ids is a new id space, not lost events
+ABORT_AFTER = 20  # this many failed first connects in a row, none opened: stop the run
+PUBLISH_TIMEOUT = 10.0
+MAX_PUBLISH_IN_FLIGHT = 16
+CLEANUP_TIMEOUT = 3.0  # closing every connection at the end of the run
+
+
+def _loopback(argument: str, host: str) -> None:
+    """Refuse a load target that is not a loopback address: load is for the host itself."""
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except socket.gaierror as exc:
+        raise ConfigError(argument, f"cannot resolve {host}: {exc.strerror or exc}") from None
+    addresses = {info[4][0].split("%", 1)[0] for info in infos}
+    if not addresses or not all(ipaddress.ip_address(a).is_loopback for a in addresses):
+        raise ConfigError(
+            argument,
+            f"load only targets loopback addresses; {host} is {', '.join(sorted(addresses))}"
+            " (run it on the host that serves the stream, with --resolve HOST:PORT:127.0.0.1)",
+        )
+
+
+@dataclass
+class LoadConfig:
+    """A load run: ``streams`` concurrent streams to ``url``. Constructing it validates.
+
+    Streams start evenly over ``ramp`` seconds and are then all held for ``hold`` seconds,
+    so a run lasts ``ramp + hold`` (plus at most CLEANUP_TIMEOUT to close). A stream that
+    drops is reopened after ``reconnect_delay`` (None: the server's ``retry:`` hint, else
+    DEFAULT_RECONNECT_DELAY) with ``Last-Event-ID``. With ``publish_url`` the run also
+    publishes one event every ``publish_interval`` seconds (POST ``{"data": ...}`` with
+    ``Authorization: Bearer publish_token``) and counts lost events exactly (see ``load``).
+    ``url``, ``cacert``, ``insecure``, ``headers``, ``resolve`` and ``first_byte_timeout``
+    mean what they mean for ``check``; targets must be loopback addresses.
+    """
+
+    url: str
+    streams: int = 100
+    hold: float = 60.0
+    ramp: float = 0.0
+    keepalive_interval: float = 30.0
+    first_byte_timeout: float = 5.0
+    reconnect_delay: float | None = None
+    cacert: str | None = None
+    insecure: bool = False
+    headers: dict[str, str] = field(default_factory=dict)
+    resolve: str | None = None
+    publish_url: str | None = None
+    publish_token: str | None = None
+    publish_interval: float = 1.0
+    probe: ProbeConfig = field(init=False, repr=False)
+    publish: ProbeConfig | None = field(init=False, default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        streams = self.streams
+        if isinstance(streams, bool) or not isinstance(streams, int):
+            try:
+                streams = int(str(streams), 10)
+            except ValueError:
+                raise ConfigError("streams", f"must be a whole number, got {streams!r}") from None
+        if not 1 <= streams <= MAX_LOAD_STREAMS:
+            raise ConfigError("streams", f"must be 1 to {MAX_LOAD_STREAMS}, got {streams}")
+        self.streams = streams
+        self.ramp = _number("ramp", self.ramp)
+        if self.ramp < 0:
+            raise ConfigError("ramp", f"must be >= 0, got {self.ramp:g}")
+        if self.reconnect_delay is not None:
+            self.reconnect_delay = _number("reconnect_delay", self.reconnect_delay)
+            if self.reconnect_delay < 0:
+                raise ConfigError("reconnect_delay", f"must be >= 0, got {self.reconnect_delay:g}")
+        self.publish_interval = _number("publish_interval", self.publish_interval)
+        if self.publish_interval <= 0:
+            raise ConfigError("publish_interval", f"must be > 0, got {self.publish_interval:g}")
+        # The stream request, validated exactly as for `check` (same argument names).
+        self.probe = ProbeConfig(
+            url=self.url,
+            hold=self.hold,
+            keepalive_interval=self.keepalive_interval,
+            first_byte_timeout=self.first_byte_timeout,
+            expect_first=None,
+            cacert=self.cacert,
+            insecure=self.insecure,
+            headers=self.headers,
+            resolve=self.resolve,
+        )
+        self.hold = self.probe.hold
+        self.keepalive_interval = self.probe.keepalive_interval
+        self.first_byte_timeout = self.probe.first_byte_timeout
+        self.headers = self.probe.headers
+        _loopback("url", self.probe.connect_host)
+        self.publish = None
+        if self.publish_url not in (None, ""):
+            try:
+                publish = ProbeConfig(
+                    url=self.publish_url, cacert=self.cacert, insecure=self.insecure
+                )
+                if self.probe.resolve and (publish.host, publish.port) == (
+                    self.probe.host,
+                    self.probe.port,
+                ):
+                    publish.connect_host = self.probe.connect_host  # --resolve applies too
+            except ConfigError as exc:
+                raise ConfigError("publish_url", exc.message) from None
+            _loopback("publish_url", publish.connect_host)
+            token = "" if self.publish_token is None else str(self.publish_token).strip()
+            if any(c in token for c in "\r\n"):
+                raise ConfigError("publish_token", "must be a single line")
+            self.publish_token = token
+            self.publish = publish
+        elif self.publish_token:
+            raise ConfigError("publish_token", "needs publish_url")
+
+
+def nofile_budget(streams: int, reserve: int = LOAD_FD_RESERVE) -> dict[str, int | None]:
+    """Raise the soft open-files limit to the hard one; ConfigError if ``streams`` cannot fit.
+
+    Each stream holds one descriptor in this process and one local port towards the target,
+    so the check covers RLIMIT_NOFILE and, where readable, the ephemeral port range.
+    """
+    needed = streams + reserve
+    try:
+        import resource
+    except ImportError:  # not a Unix: nothing to check
+        return {"soft": None, "hard": None, "needed": needed}
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        target = hard
+        if hard == resource.RLIM_INFINITY:
+            try:
+                with open("/proc/sys/fs/nr_open") as fh:
+                    target = int(fh.read())
+            except (OSError, ValueError):
+                target = 1 << 20
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+
+    def show(value: int) -> str:
+        return "unlimited" if value == resource.RLIM_INFINITY else str(value)
+
+    if soft != resource.RLIM_INFINITY and needed > soft:
+        raise ConfigError(
+            "streams",
+            f"{streams} streams need about {needed} open files, but RLIMIT_NOFILE allows"
+            f" {show(soft)} (hard limit {show(hard)}); lower the number of streams or raise"
+            " the hard limit (ulimit -Hn, systemd LimitNOFILE=, podman --ulimit nofile=)",
+        )
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as fh:
+            low, high = (int(v) for v in fh.read().split())
+    except (OSError, ValueError):
+        low = high = 0
+    if high > low and streams > high - low + 1:
+        raise ConfigError(
+            "streams",
+            f"{streams} streams need {streams} local ports, but net.ipv4.ip_local_port_range"
+            f" has {high - low + 1} ({low}-{high})",
+        )
+    return {
+        "soft": None if soft == resource.RLIM_INFINITY else soft,
+        "hard": None if hard == resource.RLIM_INFINITY else hard,
+        "needed": needed,
+    }
+
+
+def percentiles(values: list[float], points: tuple[int, ...] = (50, 95, 99)) -> dict[str, Any]:
+    """``{"n", "p50", ..., "max"}`` of ``values`` (linear interpolation), None when empty."""
+    out: dict[str, Any] = {"n": len(values)}
+    ordered = sorted(values)
+    for p in points:
+        out[f"p{p}"] = None if not ordered else round(_quantile(ordered, p), 2)
+    out["max"] = None if not ordered else round(ordered[-1], 2)
+    return out
+
+
+def _quantile(ordered: list[float], p: float) -> float:
+    k = (len(ordered) - 1) * p / 100.0
+    lo = math.floor(k)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+class _Stream:
+    """What one simulated client knows about its stream across reconnects."""
+
+    __slots__ = (
+        "dropped_at",
+        "drops",
+        "events",
+        "first_open_at",
+        "index",
+        "last_id",
+        "last_int",
+        "open",
+        "open_at_end",
+        "opened",
+        "prev_at",
+        "received",
+        "resumes",
+        "retry_ms",
+    )
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.opened = False  # got 200 + a body byte at least once
+        self.open = False
+        self.open_at_end = False
+        self.first_open_at = 0.0
+        self.prev_at = 0.0  # last time body bytes arrived (keepalive gaps are against this)
+        self.dropped_at = 0.0
+        self.drops = 0
+        self.resumes = 0
+        self.events = 0
+        self.last_id = ""  # Last-Event-ID to resume with
+        self.last_int: int | None = None
+        self.received: set[int] = set()
+        self.retry_ms: int | None = None
+
+
+@dataclass
+class LoadResult:
+    """Outcome of a load run; ``to_dict()`` is the JSON shape (see ``load``)."""
+
+    summary: dict[str, Any]
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.summary["ok"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.summary
+
+
+LoadProgress = Callable[[dict[str, Any]], None]
+
+
+class _Load:
+    def __init__(self, cfg: LoadConfig, budget: dict[str, Any], progress: LoadProgress | None):
+        self.cfg = cfg
+        self.budget = budget
+        self.progress = progress
+        self.streams = [_Stream(i) for i in range(cfg.streams)]
+        self.ssl_ctx = (
+            _ssl_context(cfg.cacert, cfg.insecure) if cfg.probe.scheme == "https" else None
+        )
+        self.pub_ssl = (
+            _ssl_context(cfg.cacert, cfg.insecure)
+            if cfg.publish is not None and cfg.publish.scheme == "https"
+            else None
+        )
+        self.request = cfg.probe.request_bytes()
+        self.open = 0
+        self.drops = 0
+        self.reconnects = 0
+        self.events = 0
+        self.keepalives = 0
+        self.attempt_failures: dict[str, int] = {}
+        self.statuses: dict[str, int] = {}
+        self.drop_reasons: dict[str, int] = {}
+        self.first_errors: dict[str, str] = {}  # one example message per failure kind
+        self.first_byte_ms: list[float] = []
+        self.connect_ms: list[float] = []
+        self.ok_ms: list[float] = []
+        self.time_back_ms: list[float] = []
+        self.lateness_ms: list[float] = []
+        self.gap_lost = 0
+        self.id_resets = 0
+        self.duplicates = 0
+        self.non_integer_ids = 0
+        self.series: list[dict[str, Any]] = []
+        self.publishes: list[tuple[int, float, float]] = []  # (id, sent, acknowledged)
+        self.publish_counts: dict[str, int] = {}
+        self.publish_in_flight = 0
+        self.connect_failures_in_a_row = 0
+        self.any_opened = False
+        self.ending = False
+        self.aborted: str | None = None
+        self.tasks_left = cfg.streams
+
+    # -- the run ---------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event | None) -> LoadResult:
+        loop = asyncio.get_running_loop()
+        cfg = self.cfg
+        self.loop = loop
+        self.t_start = loop.time()
+        self.ramp_end = self.t_start + cfg.ramp
+        self.end_at = self.ramp_end + cfg.hold
+        self.wake = asyncio.Event()
+        tasks = [loop.create_task(self._stream(s)) for s in self.streams]
+        helpers = [loop.create_task(self._sample())]
+        if cfg.publish is not None:
+            helpers.append(loop.create_task(self._publisher()))
+        waiters = [
+            loop.create_task(asyncio.sleep(self.end_at - loop.time())),
+            loop.create_task(self.wake.wait()),
+        ]
+        if stop is not None:
+            waiters.append(loop.create_task(stop.wait()))
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self.ending = True
+            self.finished_at = loop.time()
+            for s in self.streams:
+                s.open_at_end = s.open
+                if s.open:
+                    # A keepalive that is overdue at the end counts as late as it is now.
+                    gap = self.finished_at - s.prev_at - cfg.keepalive_interval
+                    if gap > 0:
+                        self.lateness_ms.append(gap * 1000.0)
+            self._record_sample(final=True)
+            everything = tasks + helpers + waiters
+            for task in everything:
+                task.cancel()
+            await asyncio.wait(everything, timeout=CLEANUP_TIMEOUT)
+        return LoadResult(self._summary(stop is not None and stop.is_set()))
+
+    async def _sample(self) -> None:
+        n = 0
+        while True:
+            n += 1
+            await asyncio.sleep(max(0.0, self.t_start + n - self.loop.time()))
+            self._record_sample()
+
+    def _record_sample(self, final: bool = False) -> None:
+        t = round(self.loop.time() - self.t_start, 2 if final else 1)
+        sample = {
+            "t": t,
+            "open": self.open,
+            "dropped": self.drops,
+            "reconnected": self.reconnects,
+            "events": self.events,
+            "failed": sum(self.attempt_failures.values()),
+        }
+        self.series.append(sample)
+        if self.progress is not None and not final:
+            self.progress(dict(sample, streams=self.cfg.streams, end=self.end_at - self.t_start))
+
+    # -- one client ------------------------------------------------------------------------
+
+    async def _stream(self, s: _Stream) -> None:
+        cfg, loop = self.cfg, self.loop
+        try:
+            delay = self.t_start + cfg.ramp * s.index / cfg.streams - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            resume = False
+            while not self.ending:
+                await self._attempt(s, resume)
+                if self.ending or not s.opened:
+                    return  # a stream that never opened is not retried
+                # Dropped, or a reconnect failed: wait like an EventSource, then resume.
+                if cfg.reconnect_delay is not None:
+                    delay = cfg.reconnect_delay
+                elif s.retry_ms is not None:
+                    delay = s.retry_ms / 1000.0
+                else:
+                    delay = DEFAULT_RECONNECT_DELAY
+                if loop.time() + delay >= self.end_at:
+                    return
+                await asyncio.sleep(delay)
+                resume = True
+        finally:
+            self.tasks_left -= 1
+            if self.tasks_left == 0:
+                self.wake.set()
+
+    def _request_for(self, s: _Stream, resume: bool) -> bytes:
+        if not (resume and s.last_id):
+            return self.request
+        probe = copy.copy(self.cfg.probe)
+        headers = {k: v for k, v in probe.headers.items() if k.lower() != "last-event-id"}
+        headers["Last-Event-ID"] = s.last_id
+        probe.headers = headers
+        return probe.request_bytes()
+
+    async def _attempt(self, s: _Stream, resume: bool) -> None:
+        """One connection: connect, request, then read until it ends (or the run does)."""
+        cfg, loop, probe = self.cfg, self.loop, self.cfg.probe
+        t0 = loop.time()
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(
+                    probe.connect_host,
+                    probe.port,
+                    ssl=self.ssl_ctx,
+                    server_hostname=probe.host if self.ssl_ctx is not None else None,
+                    limit=RECV_SIZE,
+                ),
+                cfg.first_byte_timeout,
+            )
+        except asyncio.TimeoutError:
+            self._connect_failed(s, "connect", "timed out connecting (or in the TLS handshake)")
+            return
+        except ssl.SSLError as exc:
+            self._connect_failed(s, "tls", f"TLS handshake failed: {exc}")
+            return
+        except OSError as exc:
+            self._connect_failed(s, "connect", exc.strerror or str(exc))
+            return
+        self.connect_failures_in_a_row = 0
+        t_conn = loop.time()
+        http = HTTPResponseParser()
+        sse = SSEParser()
+        first = False
+        try:
+            writer.write(self._request_for(s, resume))
+            t_req = loop.time()
+            deadline = t_req + cfg.first_byte_timeout
+            head_checked = False
+            while True:
+                if first:
+                    data = await reader.read(RECV_SIZE)
+                else:
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        raise asyncio.TimeoutError
+                    data = await asyncio.wait_for(reader.read(RECV_SIZE), remaining)
+                at = loop.time()
+                if not data:
+                    http.feed_eof()
+                    if not first:
+                        error = http.error
+                        self._failed(
+                            s,
+                            "status" if error else "first_byte",
+                            error.message if error else "stream ended before any body byte",
+                        )
+                    else:
+                        self._dropped(s, "closed" if http.truncated else "ended", at)
+                    return
+                body = http.feed(data)
+                head = http.head
+                if head is not None and not head_checked:
+                    head_checked = True
+                    if head.status != 200:
+                        key = str(head.status)
+                        self.statuses[key] = self.statuses.get(key, 0) + 1
+                        self._failed(s, "status", f"HTTP {head.status} {head.reason}".strip())
+                        return
+                    mime = head.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+                    if mime != "text/event-stream":
+                        self._failed(s, "content_type", f"Content-Type {mime or 'missing'}")
+                        return
+                for piece in body:
+                    if not piece:
+                        continue
+                    if not first:
+                        first = True
+                        self._opened(s, resume, t0, t_conn, t_req, at)
+                    for item in sse.feed(piece, at):
+                        self._item(s, item)
+                    if sse.id_seen:
+                        s.last_id = sse.last_event_id
+                    if sse.retry_ms is not None:
+                        s.retry_ms = sse.retry_ms
+                if first:
+                    s.prev_at = at
+                error = http.error or sse.error
+                if error is not None:
+                    if first:
+                        self._dropped(s, "protocol", at)
+                    else:
+                        self._failed(s, error.check, error.message)
+                    return
+                if http.done:
+                    if first:
+                        self._dropped(s, "ended", at)
+                    else:
+                        self._failed(s, "first_byte", "response ended before any body byte")
+                    return
+        except asyncio.TimeoutError:
+            if http.head_started:
+                self._failed(s, "status", "response head not complete in time")
+            else:
+                what = "body byte" if http.head is not None else "response"
+                self._failed(s, "first_byte", f"no {what} within {cfg.first_byte_timeout:g} s")
+        except (OSError, ssl.SSLError) as exc:
+            if first:
+                self._dropped(s, "reset", loop.time())
+            else:
+                self._failed(s, "status", f"connection error before the first body byte: {exc}")
+        finally:
+            writer.transport.abort()
+
+    def _opened(
+        self, s: _Stream, resume: bool, t0: float, t_conn: float, t_req: float, at: float
+    ) -> None:
+        if not s.opened:
+            s.opened = True
+            s.first_open_at = at
+            self.any_opened = True
+            self.first_byte_ms.append((at - t_req) * 1000.0)
+            self.connect_ms.append((t_conn - t0) * 1000.0)
+            self.ok_ms.append((at - t0) * 1000.0)
+        else:
+            s.resumes += 1
+            self.reconnects += 1
+            self.time_back_ms.append((at - s.dropped_at) * 1000.0)
+        s.open = True
+        s.prev_at = at
+        self.open += 1
+
+    def _item(self, s: _Stream, item: Comment | Event) -> None:
+        if isinstance(item, Comment):
+            if item.text.strip() == KEEPALIVE_TEXT:
+                self.keepalives += 1
+                gap = item.at - s.prev_at
+                self.lateness_ms.append((gap - self.cfg.keepalive_interval) * 1000.0)
+            return
+        s.events += 1
+        self.events += 1
+        try:
+            n = int(item.id)
+        except ValueError:
+            self.non_integer_ids += 1
+            return
+        last = s.last_int
+        if last is not None:
+            gap = n - last - 1
+            if gap < 0:
+                self.duplicates += 1
+            elif 0 < gap <= ID_RESET_GAP:
+                self.gap_lost += gap
+            elif gap > ID_RESET_GAP:
+                self.id_resets += 1
+        if last is None or n > last:
+            s.last_int = n
+        if self.cfg.publish is not None:
+            s.received.add(n)
+
+    def _dropped(self, s: _Stream, reason: str, at: float) -> None:
+        if self.ending:
+            return
+        s.open = False
+        s.drops += 1
+        s.dropped_at = at
+        self.open -= 1
+        self.drops += 1
+        self.drop_reasons[reason] = self.drop_reasons.get(reason, 0) + 1
+
+    def _failed(self, s: _Stream, kind: str, message: str) -> None:
+        if self.ending:
+            return
+        self.attempt_failures[kind] = self.attempt_failures.get(kind, 0) + 1
+        self.first_errors.setdefault(kind, message)
+
+    def _connect_failed(self, s: _Stream, kind: str, message: str) -> None:
+        if self.ending:
+            return
+        self._failed(s, kind, message)
+        if s.opened:
+            return
+        self.connect_failures_in_a_row += 1
+        limit = min(ABORT_AFTER, self.cfg.streams)
+        if not self.any_opened and self.connect_failures_in_a_row >= limit:
+            self.aborted = (
+                f"the first {limit} connection(s) failed and none opened ({kind}: {message});"
+                " is the target up?"
+            )
+            self.wake.set()
+
+    # -- the publisher -----------------------------------------------------------------------
+
+    async def _publisher(self) -> None:
+        cfg, loop = self.cfg, self.loop
+        # From when the streams are open until shortly before the end, so that every event
+        # acknowledged in time has had the chance to reach every stream.
+        start = self.ramp_end + min(1.0, cfg.hold / 10.0)
+        stop = self.end_at - min(2.0, cfg.hold / 4.0)
+        seq = 0
+        tasks: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                at = start + seq * cfg.publish_interval
+                if at >= stop:
+                    break
+                await asyncio.sleep(max(0.0, at - loop.time()))
+                seq += 1
+                if self.publish_in_flight >= MAX_PUBLISH_IN_FLIGHT:
+                    self._count_publish("skipped")
+                    continue
+                task = loop.create_task(self._publish_one(seq))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            await asyncio.sleep(max(0.0, self.end_at - loop.time()))
+        finally:
+            for task in list(tasks):
+                task.cancel()
+
+    def _count_publish(self, key: str) -> None:
+        self.publish_counts[key] = self.publish_counts.get(key, 0) + 1
+
+    async def _publish_one(self, seq: int) -> None:
+        pub, loop = self.cfg.publish, self.loop
+        assert pub is not None
+        self.publish_in_flight += 1
+        sent = loop.time()
+        writer = None
+        try:
+            body = json.dumps({"event": "sseprobe", "data": {"seq": seq}}).encode()
+            lines = [
+                f"POST {pub.target} HTTP/1.1",
+                f"Host: {pub.host_header}",
+                f"User-Agent: {USER_AGENT}",
+                "Content-Type: application/json",
+                f"Content-Length: {len(body)}",
+                "Connection: close",
+            ]
+            if self.cfg.publish_token:
+                lines.append(f"Authorization: Bearer {self.cfg.publish_token}")
+            request = ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+            deadline = sent + PUBLISH_TIMEOUT
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(
+                    pub.connect_host,
+                    pub.port,
+                    ssl=self.pub_ssl,
+                    server_hostname=pub.host if self.pub_ssl is not None else None,
+                ),
+                PUBLISH_TIMEOUT,
+            )
+            writer.write(request)
+            http = HTTPResponseParser()
+            chunks: list[bytes] = []
+            while not http.done and http.error is None:
+                data = await asyncio.wait_for(reader.read(RECV_SIZE), deadline - loop.time())
+                if not data:
+                    http.feed_eof()
+                    break
+                chunks.extend(http.feed(data))
+            head = http.head
+            if head is None or http.error is not None:
+                self._count_publish("error")
+                return
+            self._count_publish(str(head.status))
+            if 200 <= head.status < 300:
+                try:
+                    event_id = int(json.loads(b"".join(chunks))["id"])
+                except (ValueError, KeyError, TypeError):
+                    self._count_publish("no_id")
+                    return
+                self.publishes.append((event_id, sent, loop.time()))
+        except asyncio.TimeoutError:
+            self._count_publish("timeout")
+        except (OSError, ssl.SSLError):
+            self._count_publish("error")
+        finally:
+            self.publish_in_flight -= 1
+            if writer is not None:
+                writer.transport.abort()
+
+    # -- the report --------------------------------------------------------------------------
+
+    def _lost_exactly(self) -> int:
+        """Events published (and acknowledged in time) while a stream was subscribed, unseen."""
+        grace = 1.0  # an event acknowledged in the last second may still be on its way
+        lost = 0
+        for s in self.streams:
+            if not s.opened:
+                continue
+            until = (self.finished_at if s.open_at_end else s.dropped_at) - grace
+            for event_id, sent, acked in self.publishes:
+                if sent >= s.first_open_at and acked <= until and event_id not in s.received:
+                    lost += 1
+        return lost
+
+    def _summary(self, stopped: bool) -> dict[str, Any]:
+        cfg = self.cfg
+        streams = self.streams
+        opened = sum(1 for s in streams if s.opened)
+        held = sum(1 for s in streams if s.open_at_end and s.drops == 0)
+        resumed = sum(1 for s in streams if s.open_at_end and s.drops > 0)
+        dropped = sum(1 for s in streams if s.drops > 0)
+        non_200 = sum(self.statuses.values())
+        if cfg.publish is not None:
+            method, lost = "published-ids", self._lost_exactly()
+        else:
+            method, lost = "id-gaps", self.gap_lost
+        ordered = sorted(self.first_byte_ms)
+        ok_ordered = sorted(self.ok_ms)
+        published = None
+        if cfg.publish is not None:
+            published = {
+                "url": cfg.publish.url,
+                "interval_s": cfg.publish_interval,
+                "acknowledged": len(self.publishes),
+                "answers": dict(sorted(self.publish_counts.items())),
+            }
+        ok = (
+            self.aborted is None
+            and opened == cfg.streams
+            and held + resumed == cfg.streams
+            and lost == 0
+            and non_200 == 0
+            and not self.attempt_failures
+        )
+        return {
+            "ok": ok,
+            "url": cfg.url,
+            "streams": cfg.streams,
+            "ramp_s": cfg.ramp,
+            "hold_s": cfg.hold,
+            "elapsed_s": round(self.finished_at - self.t_start, 3),
+            "stopped_early": stopped and self.finished_at < self.end_at,
+            "aborted": self.aborted,
+            "opened": opened,
+            "held": held,
+            "resumed": resumed,
+            "open_at_end": held + resumed,
+            "dropped": dropped,
+            "drops": self.drops,
+            "reconnects": self.reconnects,
+            "never_opened": cfg.streams - opened,
+            "drop_reasons": dict(sorted(self.drop_reasons.items())),
+            "attempt_failures": dict(sorted(self.attempt_failures.items())),
+            "failure_examples": dict(sorted(self.first_errors.items())),
+            "non_200": non_200,
+            "statuses": dict(sorted(self.statuses.items())),
+            "first_byte_ms": percentiles(self.first_byte_ms),
+            "connect_ms": percentiles(self.connect_ms),
+            "ok_ms": percentiles(self.ok_ms),
+            "first_byte_cdf_ms": [round(_quantile(ordered, p), 2) for p in range(101)]
+            if ordered
+            else [],
+            "ok_cdf_ms": [round(_quantile(ok_ordered, p), 2) for p in range(101)]
+            if ok_ordered
+            else [],
+            "time_back_ms": percentiles(self.time_back_ms),
+            "keepalive_interval_s": cfg.keepalive_interval,
+            "keepalives": self.keepalives,
+            "keepalive_lateness_ms": percentiles(self.lateness_ms, (50, 99)),
+            "events": self.events,
+            "events_lost": lost,
+            "loss_method": method,
+            "gap_lost": self.gap_lost,
+            "id_resets": self.id_resets,
+            "duplicates": self.duplicates,
+            "non_integer_ids": self.non_integer_ids,
+            "published": published,
+            "nofile": self.budget,
+            "series": self.series,
+        }
+
+
+def load(
+    config: LoadConfig,
+    progress: LoadProgress | None = None,
+    handle_signals: bool = False,
+) -> LoadResult:
+    """Open ``config.streams`` streams, hold them, and measure; never raises for server faults.
+
+    Raises ConfigError before anything is opened when the streams cannot fit this process's
+    open-files limit (raised to the hard limit first) or the cacert cannot be loaded.
+    ``progress`` is called once a second with the latest time-series sample.
+    ``handle_signals``: SIGINT/SIGTERM end the hold early and still report.
+
+    What is counted (per simulated client, across its reconnects):
+
+    * opened: got HTTP 200 text/event-stream and a first body byte at least once. A client
+      whose first connection fails is not retried (counted in ``never_opened`` and in
+      ``attempt_failures``); if the first ABORT_AFTER connects all fail the run stops.
+    * held: open at the end of the hold and never dropped; resumed: open at the end after
+      at least one drop; dropped: clients with at least one drop (``drops`` counts them all).
+    * A dropped client waits ``reconnect_delay`` (default: the server's ``retry:``) and
+      reconnects with ``Last-Event-ID`` until it is back or the run ends; unlike EventSource
+      it also retries after a non-200 answer so that the time back stays measurable
+      (``non_200`` and ``statuses`` count those answers). time_back: drop to first byte.
+    * first_byte_ms: request sent to first body byte, first connections only (as ``check``);
+      connect_ms: TCP (+TLS) connect; ok_ms: connect start to first body byte.
+    * keepalive lateness: for every ``:keepalive``, the time since the previous body bytes
+      of that stream minus ``keepalive_interval`` (the server sends one after that much
+      idle time); a stream whose keepalive is overdue at the end adds its overdue time.
+    * events lost. Method "id-gaps" (no publisher): ids are integers that grow by one per
+      publish, so per client every jump from the previous id to the next one, within a
+      connection or across a resume (the resume asks for everything after the last id),
+      counts ``jump - 1`` lost events. A jump over ID_RESET_GAP is a new id space (e.g. the
+      reference app numbers from its boot time, so a restart jumps) and is counted in
+      ``id_resets`` instead; ids going backwards count as ``duplicates``. Gaps before a
+      client's first event cannot be seen this way. Method "published-ids" (with
+      ``publish_url``): the run publishes events itself and knows their ids; a client loses
+      an event published after its first byte and acknowledged at least 1 s before the end
+      (or before its last drop, if it did not come back) that it never received. This also
+      sees losses across restarts and before the first event. ``gap_lost`` is always given.
+    """
+    budget = nofile_budget(config.streams)
+    try:
+        _ssl_context(config.cacert, config.insecure)
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError("cacert", f"cannot be loaded: {exc}") from None
+    return asyncio.run(_run_load(config, budget, progress, handle_signals))
+
+
+async def _run_load(
+    config: LoadConfig,
+    budget: dict[str, Any],
+    progress: LoadProgress | None,
+    handle_signals: bool,
+) -> LoadResult:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    hooked: list[int] = []
+    if handle_signals:
+        import signal
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, stop.set)
+                hooked.append(sig)
+    try:
+        return await _Load(config, budget, progress).run(stop)
+    finally:
+        for sig in hooked:
+            loop.remove_signal_handler(sig)

@@ -1,0 +1,9 @@
+import pytest
+from sse_testinfra import direct_host
+
+pytest_plugins = ["sse_testinfra"]
+
+
+@pytest.fixture
+def host(host):
+    return direct_host(host)
