@@ -14,7 +14,7 @@ export ANSIBLE_NOCOLOR := 1
 export PY_COLORS := 0
 
 # Molecule scenarios run by `make test`, in order (override: make test SCENARIOS=smoke).
-SCENARIOS ?= smoke
+SCENARIOS ?= smoke default nginx faults
 export SCENARIOS
 
 .PHONY: help host venv images lint unit molecule test demo demo-destroy clean
@@ -32,13 +32,14 @@ images: host ## build the Debian 12 and 13 systemd base images (cached by recipe
 	@tools/build-image.sh bookworm
 	@tools/build-image.sh trixie
 
-lint: venv ## yamllint, ansible-lint (production), syntax check, ruff, offline collections
+lint: venv ## yamllint, ansible-lint, syntax check, ruff, offline collections, EE build context
 	yamllint --strict .
 	ansible-lint --profile production
 	ansible-playbook --syntax-check -i inventory/local site.yml
 	ruff check .
 	ruff format --check .
 	ansible-galaxy collection install --offline -r requirements.yml
+	ansible-builder create -f execution-environment.yml -c .cache/ee >/dev/null
 
 unit: venv ## unit tests (probe, reference app, tools); no containers
 	pytest -m "not molecule"
