@@ -39,6 +39,7 @@ ansible-playbook -i inventory/local site.yml -e "sse_demo_https_port=$https_port
 cat <<MSG
 
 The demo is up in container '$name' (podman), published on 127.0.0.1 only.
+  page:     https://localhost:$https_port/notify/  (self-signed: trust $name:/etc/nginx/tls/sse.crt)
   stream:   https://localhost:$https_port/notify/events
   watch:    curl -kN https://localhost:$https_port/notify/events
   check:    bin/sseprobe check --insecure --hold 35 https://localhost:$https_port/notify/events

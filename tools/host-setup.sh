@@ -8,9 +8,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 
 # podman + runc + mmdebstrap: systemd containers built from Debian's packages;
 # uidmap/slirp4netns/fuse-overlayfs: rootless podman; openssl: test certificates;
-# python3-venv: the controller's .venv.
-packages=(podman runc mmdebstrap uidmap slirp4netns fuse-overlayfs openssl python3-venv)
-[ "${SSE_WITH_BROWSER:-0}" = 1 ] && packages+=(chromium)
+# python3-venv: the controller's .venv; chromium: the browser end-to-end test drives
+# Debian's build through Playwright (no browser is ever downloaded).
+packages=(podman runc mmdebstrap uidmap slirp4netns fuse-overlayfs openssl python3-venv chromium)
 
 command -v dpkg-query >/dev/null 2>&1 || die "this set-up needs a Debian-like host with apt (dpkg-query not found)"
 

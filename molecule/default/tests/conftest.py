@@ -1,10 +1,13 @@
-"""Fixtures for the default scenario: the probe inside the target, the service user."""
+"""Fixtures for the default scenario: the probe inside the target, the service user,
+and where a browser on the controller reaches the deployment (the published port)."""
 
 from __future__ import annotations
 
 import base64
 import json
+import os
 import shlex
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,3 +90,57 @@ def main_pid(user_systemctl):
         return int(user_systemctl("show", "-p", "MainPID", "--value", f"{UNIT}.service").stdout)
 
     return read
+
+
+@dataclass(frozen=True)
+class E2ETarget:
+    """The deployment as a browser on the controller sees it: nginx through the port
+    the container publishes on 127.0.0.1, trusting the certificate the role generated."""
+
+    container: str
+    base_url: str
+    cafile: Path
+    token: str
+    keepalive: float
+
+
+def published_https_port(container: str) -> int:
+    """The host port podman publishes for the container's 443 (127.0.0.1 only)."""
+    listed = subprocess.run(
+        ["podman", "port", container, "443/tcp"], capture_output=True, text=True, check=False
+    )
+    bindings = listed.stdout.split()
+    assert listed.returncode == 0 and bindings, (
+        f"container {container} publishes no port for 443/tcp ({listed.stderr.strip()}): "
+        "set published_ports for it in .config/molecule/config.yml"
+    )
+    hosts = {binding.rsplit(":", 1)[0] for binding in bindings}
+    assert hosts == {"127.0.0.1"}, f"{container} publishes 443 beyond 127.0.0.1: {bindings}"
+    return int(bindings[0].rsplit(":", 1)[1])
+
+
+@pytest.fixture
+def e2e_target(host, tmp_path) -> E2ETarget:
+    """Defaults: the molecule platform behind `host`. SSE_E2E_PORT, SSE_E2E_TOKEN,
+    SSE_E2E_KEEPALIVE and SSE_E2E_CACERT point the test at another deployment, e.g.
+    the demo: `pytest --hosts=podman://sse-demo` with SSE_E2E_TOKEN=demo-publish-token
+    SSE_E2E_KEEPALIVE=30."""
+    container = host.backend.get_hostname()
+    port = int(os.environ.get("SSE_E2E_PORT") or published_https_port(container))
+    cafile = os.environ.get("SSE_E2E_CACERT")
+    if not cafile:
+        cafile = tmp_path / "sse.crt"
+        copied = subprocess.run(
+            ["podman", "cp", f"{container}:{CACERT}", str(cafile)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert copied.returncode == 0, f"cannot copy {CACERT} from {container}: {copied.stderr}"
+    return E2ETarget(
+        container=container,
+        base_url=f"https://localhost:{port}",
+        cafile=Path(cafile),
+        token=os.environ.get("SSE_E2E_TOKEN") or PUBLISH_TOKEN,
+        keepalive=float(os.environ.get("SSE_E2E_KEEPALIVE") or KEEPALIVE),
+    )
