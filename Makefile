@@ -14,10 +14,10 @@ export ANSIBLE_NOCOLOR := 1
 export PY_COLORS := 0
 
 # Molecule scenarios run by `make test`, in order (override: make test SCENARIOS=smoke).
-SCENARIOS ?= smoke default nginx faults
+SCENARIOS ?= smoke default nginx faults diagnose
 export SCENARIOS
 
-.PHONY: help host venv images lint unit molecule test demo demo-destroy clean
+.PHONY: help host venv images lint unit molecule test demo demo-destroy clean bench
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -55,6 +55,20 @@ demo: venv images ## deploy into a local systemd container and verify the stream
 
 demo-destroy: ## remove the demo container
 	@tools/demo.sh destroy
+
+# `make bench` sizes (issue 9's goals: BENCH_STREAMS=10000 BENCH_HOLD=120
+# BENCH_RELOAD_STREAMS=5000, about 20 minutes here; the defaults finish in about 10).
+BENCH_STREAMS ?= 2000
+BENCH_HOLD ?= 60
+BENCH_RELOAD_STREAMS ?= $(BENCH_STREAMS)
+BENCH_RESTART_STREAMS ?= 1000
+
+bench: venv images ## benchmark (not in `make test`): load through nginx, reload, restart, naive baseline
+	@cmp -s bench/requirements.txt $(VENV)/.bench-requirements \
+	  || { $(VENV)/bin/pip install --quiet --disable-pip-version-check -r bench/requirements.txt \
+	       && cp bench/requirements.txt $(VENV)/.bench-requirements; }
+	python bench/bench.py --streams $(BENCH_STREAMS) --hold $(BENCH_HOLD) \
+	  --reload-streams $(BENCH_RELOAD_STREAMS) --restart-streams $(BENCH_RESTART_STREAMS)
 
 clean: demo-destroy ## remove .venv and caches (images stay; `podman rmi` them by hand)
 	rm -rf .venv .cache .pytest_cache .ruff_cache
