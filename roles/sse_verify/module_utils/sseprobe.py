@@ -5,10 +5,12 @@ Standard library only and Python 3.9+, because Ansible ships this file to bare t
 
 Layers:
 
-* ``SSEParser`` and ``HTTPResponseParser`` are sans-IO (feed bytes, get items back) so that a
-  later asyncio ``load`` mode can reuse exactly this parsing code.
+* ``SSEParser`` and ``HTTPResponseParser`` are sans-IO (feed bytes, get items back), so the
+  blocking ``check`` and the asyncio ``load`` run exactly the same parsing code.
 * ``check()`` is a thin blocking socket loop on top of them with one overall deadline of
   ``hold + first_byte_timeout``; a healthy run ends ``hold`` seconds after the request was sent.
+* ``load()`` holds many streams on one asyncio loop (``bin/sseprobe load``, the benchmark);
+  loopback targets only, bounded by ``ramp + hold``; what it counts is in its docstring.
 
 Raw sockets rather than http.client/urllib: we need exact first-byte timings and the comment
 lines (``:ok``, ``:keepalive``) that SSE clients normally swallow.
@@ -1047,6 +1049,8 @@ ABORT_AFTER = 20  # this many failed first connects in a row, none opened: stop 
 PUBLISH_TIMEOUT = 10.0
 MAX_PUBLISH_IN_FLIGHT = 16
 CLEANUP_TIMEOUT = 3.0  # closing every connection at the end of the run
+TLS_READ_BUFFER = 16 * 1024 + 256  # one TLS record of plaintext
+MAX_DROP_TIMES = 100_000  # drop times listed in the report (seconds from the start)
 
 
 def _loopback(argument: str, host: str) -> None:
@@ -1307,6 +1311,9 @@ class _Load:
         self.ok_ms: list[float] = []
         self.time_back_ms: list[float] = []
         self.lateness_ms: list[float] = []
+        self.bunched = 0
+        self.retry_hint: int | None = None
+        self.drop_times: list[float] = []
         self.gap_lost = 0
         self.id_resets = 0
         self.duplicates = 0
@@ -1316,7 +1323,7 @@ class _Load:
         self.publish_counts: dict[str, int] = {}
         self.publish_in_flight = 0
         self.connect_failures_in_a_row = 0
-        self.any_opened = False
+        self.any_connected = False
         self.ending = False
         self.aborted: str | None = None
         self.tasks_left = cfg.streams
@@ -1441,9 +1448,12 @@ class _Load:
             self._connect_failed(s, "tls", f"TLS handshake failed: {exc}")
             return
         except OSError as exc:
-            self._connect_failed(s, "connect", exc.strerror or str(exc))
+            # asyncio words every refusal "Connect call failed"; the errno says why
+            why = os.strerror(exc.errno) if exc.errno else (str(exc) or type(exc).__name__)
+            self._connect_failed(s, "connect", f"{why} ({probe.connect_host}:{probe.port})")
             return
         self.connect_failures_in_a_row = 0
+        self.any_connected = True
         t_conn = loop.time()
         http = HTTPResponseParser()
         sse = SSEParser()
@@ -1498,7 +1508,7 @@ class _Load:
                     if sse.id_seen:
                         s.last_id = sse.last_event_id
                     if sse.retry_ms is not None:
-                        s.retry_ms = sse.retry_ms
+                        s.retry_ms = self.retry_hint = sse.retry_ms
                 if first:
                     s.prev_at = at
                 error = http.error or sse.error
@@ -1534,7 +1544,6 @@ class _Load:
         if not s.opened:
             s.opened = True
             s.first_open_at = at
-            self.any_opened = True
             self.first_byte_ms.append((at - t_req) * 1000.0)
             self.connect_ms.append((t_conn - t0) * 1000.0)
             self.ok_ms.append((at - t0) * 1000.0)
@@ -1551,7 +1560,12 @@ class _Load:
             if item.text.strip() == KEEPALIVE_TEXT:
                 self.keepalives += 1
                 gap = item.at - s.prev_at
-                self.lateness_ms.append((gap - self.cfg.keepalive_interval) * 1000.0)
+                if gap < self.cfg.keepalive_interval / 2.0:
+                    # Arrived together with earlier bytes: something in between held them
+                    # back (a buffering proxy); their lateness cannot be told from here.
+                    self.bunched += 1
+                else:
+                    self.lateness_ms.append((gap - self.cfg.keepalive_interval) * 1000.0)
             return
         s.events += 1
         self.events += 1
@@ -1580,6 +1594,7 @@ class _Load:
         s.open = False
         s.drops += 1
         s.dropped_at = at
+        self.drop_times.append(round(at - self.t_start, 2))
         self.open -= 1
         self.drops += 1
         self.drop_reasons[reason] = self.drop_reasons.get(reason, 0) + 1
@@ -1598,9 +1613,9 @@ class _Load:
             return
         self.connect_failures_in_a_row += 1
         limit = min(ABORT_AFTER, self.cfg.streams)
-        if not self.any_opened and self.connect_failures_in_a_row >= limit:
+        if not self.any_connected and self.connect_failures_in_a_row >= limit:
             self.aborted = (
-                f"the first {limit} connection(s) failed and none opened ({kind}: {message});"
+                f"the first {limit} connection(s) failed and none connected ({kind}: {message});"
                 " is the target up?"
             )
             self.wake.set()
@@ -1612,7 +1627,7 @@ class _Load:
         # From when the streams are open until shortly before the end, so that every event
         # acknowledged in time has had the chance to reach every stream.
         start = self.ramp_end + min(1.0, cfg.hold / 10.0)
-        stop = self.end_at - min(2.0, cfg.hold / 4.0)
+        stop = self.end_at - self._publish_tail()
         seq = 0
         tasks: set[asyncio.Task[None]] = set()
         try:
@@ -1632,6 +1647,11 @@ class _Load:
         finally:
             for task in list(tasks):
                 task.cancel()
+
+    def _publish_tail(self) -> float:
+        """No publishing in the last seconds of the hold: events still on their way at the
+        end (acknowledged within half of this before it) are not judged."""
+        return min(2.0, self.cfg.hold / 4.0)
 
     def _count_publish(self, key: str) -> None:
         self.publish_counts[key] = self.publish_counts.get(key, 0) + 1
@@ -1699,7 +1719,7 @@ class _Load:
 
     def _lost_exactly(self) -> int:
         """Events published (and acknowledged in time) while a stream was subscribed, unseen."""
-        grace = 1.0  # an event acknowledged in the last second may still be on its way
+        grace = self._publish_tail() / 2.0  # an event acknowledged just now may be on its way
         lost = 0
         for s in self.streams:
             if not s.opened:
@@ -1747,6 +1767,7 @@ class _Load:
             "ramp_s": cfg.ramp,
             "hold_s": cfg.hold,
             "elapsed_s": round(self.finished_at - self.t_start, 3),
+            "t0_monotonic": round(self.t_start, 3),  # the series' t=0 on CLOCK_MONOTONIC
             "stopped_early": stopped and self.finished_at < self.end_at,
             "aborted": self.aborted,
             "opened": opened,
@@ -1772,9 +1793,11 @@ class _Load:
             if ok_ordered
             else [],
             "time_back_ms": percentiles(self.time_back_ms),
+            "retry_ms": self.retry_hint,
             "keepalive_interval_s": cfg.keepalive_interval,
             "keepalives": self.keepalives,
             "keepalive_lateness_ms": percentiles(self.lateness_ms, (50, 99)),
+            "keepalives_bunched": self.bunched,
             "events": self.events,
             "events_lost": lost,
             "loss_method": method,
@@ -1785,6 +1808,7 @@ class _Load:
             "published": published,
             "nofile": self.budget,
             "series": self.series,
+            "drops_at_s": self.drop_times[:MAX_DROP_TIMES],
         }
 
 
@@ -1804,7 +1828,8 @@ def load(
 
     * opened: got HTTP 200 text/event-stream and a first body byte at least once. A client
       whose first connection fails is not retried (counted in ``never_opened`` and in
-      ``attempt_failures``); if the first ABORT_AFTER connects all fail the run stops.
+      ``attempt_failures``); if the first ABORT_AFTER connects all fail (not one TCP/TLS
+      connection made) the run stops.
     * held: open at the end of the hold and never dropped; resumed: open at the end after
       at least one drop; dropped: clients with at least one drop (``drops`` counts them all).
     * A dropped client waits ``reconnect_delay`` (default: the server's ``retry:``) and
@@ -1816,6 +1841,9 @@ def load(
     * keepalive lateness: for every ``:keepalive``, the time since the previous body bytes
       of that stream minus ``keepalive_interval`` (the server sends one after that much
       idle time); a stream whose keepalive is overdue at the end adds its overdue time.
+      A keepalive that arrives less than half an interval after the previous bytes was
+      held back together with them (a buffering proxy) and is counted in
+      ``keepalives_bunched`` instead. ``drops_at_s``: when each drop happened.
     * events lost. Method "id-gaps" (no publisher): ids are integers that grow by one per
       publish, so per client every jump from the previous id to the next one, within a
       connection or across a resume (the resume asks for everything after the last id),
@@ -1824,8 +1852,9 @@ def load(
       ``id_resets`` instead; ids going backwards count as ``duplicates``. Gaps before a
       client's first event cannot be seen this way. Method "published-ids" (with
       ``publish_url``): the run publishes events itself and knows their ids; a client loses
-      an event published after its first byte and acknowledged at least 1 s before the end
-      (or before its last drop, if it did not come back) that it never received. This also
+      an event published after its first byte and acknowledged at least 1 s (hold/8 when
+      shorter) before the end, or before its last drop if it did not come back, that it
+      never received. Publishing stops 2 s (hold/4) before the end. This also
       sees losses across restarts and before the first event. ``gap_lost`` is always given.
     """
     budget = nofile_budget(config.streams)
@@ -1845,6 +1874,13 @@ async def _run_load(
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     hooked: list[int] = []
+    # asyncio's TLS layer (CPython 3.11+) gives every connection a 256 KiB read buffer up
+    # front: 2.5 GiB for 10,000 streams, more than the servers being measured. One TLS
+    # record (16 KiB) is all a read needs, so this run lowers it and puts it back after.
+    tls_protocol = getattr(getattr(asyncio, "sslproto", None), "SSLProtocol", None)
+    tls_buffer = getattr(tls_protocol, "max_size", None)
+    if isinstance(tls_buffer, int) and tls_buffer > TLS_READ_BUFFER:
+        tls_protocol.max_size = TLS_READ_BUFFER  # type: ignore[union-attr]
     if handle_signals:
         import signal
 
@@ -1857,3 +1893,5 @@ async def _run_load(
     finally:
         for sig in hooked:
             loop.remove_signal_handler(sig)
+        if isinstance(tls_buffer, int) and tls_buffer > TLS_READ_BUFFER:
+            tls_protocol.max_size = tls_buffer  # type: ignore[union-attr]
