@@ -144,7 +144,10 @@ def cases(cert: str, key: str, missing: str) -> dict[str, tuple[dict, list[str]]
 
 
 def run_role(tmp: Path, name: str, extra: dict, *args: str) -> subprocess.CompletedProcess[str]:
-    (tmp / "play.yml").write_text(PLAYBOOK)
+    # one playbook file per case: the cases run in parallel threads, and rewriting one
+    # shared file let another case's ansible-playbook read it half-written (empty)
+    play = tmp / f"{name}.play.yml"
+    play.write_text(PLAYBOOK)
     vars_file = tmp / f"{name}.json"
     vars_file.write_text(json.dumps(extra))
     venv_bin = str(Path(sys.executable).parent)
@@ -164,7 +167,7 @@ def run_role(tmp: Path, name: str, extra: dict, *args: str) -> subprocess.Comple
             "localhost,",
             "-c",
             "local",
-            str(tmp / "play.yml"),
+            str(play),
             "-e",
             f"@{vars_file}",
             *args,
