@@ -4,7 +4,6 @@ unreadable logs, a backend that is down - findings, never an exception."""
 
 from __future__ import annotations
 
-import importlib.util
 import socket
 import sys
 import textwrap
@@ -12,22 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
+from module_utils_loader import PROBE_UTILS
+from module_utils_loader import load_module_util as _load
 from sse_fault_server import INTERVAL, FaultServer
 
 ROOT = Path(__file__).resolve().parents[2]
-MODULE_UTILS = ROOT / "roles" / "sse_diagnose" / "module_utils"
-PROBE_UTILS = ROOT / "roles" / "sse_verify" / "module_utils"
-
-
-def _load(name: str, folder: Path = MODULE_UTILS):
-    full = f"ansible.module_utils.{name}"
-    if full not in sys.modules:
-        spec = importlib.util.spec_from_file_location(full, folder / f"{name}.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[full] = module
-        spec.loader.exec_module(module)
-    return sys.modules[full]
 
 
 _load("sseprobe", PROBE_UTILS)  # the one probe, as Ansible ships it

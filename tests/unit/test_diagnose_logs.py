@@ -2,26 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import time
-from pathlib import Path
 
 import pytest
-
-MODULE_UTILS = Path(__file__).resolve().parents[2] / "roles" / "sse_diagnose" / "module_utils"
-
-
-def _load(name: str):
-    full = f"ansible.module_utils.{name}"
-    if full not in sys.modules:
-        spec = importlib.util.spec_from_file_location(full, MODULE_UTILS / f"{name}.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[full] = module
-        spec.loader.exec_module(module)
-    return sys.modules[full]
-
+from module_utils_loader import load_module_util as _load
 
 logs = _load("sse_diagnose_logs")
 ngx = _load("sse_diagnose_nginx")

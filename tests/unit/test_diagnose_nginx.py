@@ -6,27 +6,10 @@ each file), so includes, file names and line numbers are exercised as on a host.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
-
-MODULE_UTILS = Path(__file__).resolve().parents[2] / "roles" / "sse_diagnose" / "module_utils"
-
-
-def _load(name: str):
-    """A module_utils file under the name Ansible ships it as (ansible.module_utils.<name>)."""
-    full = f"ansible.module_utils.{name}"
-    if full not in sys.modules:
-        spec = importlib.util.spec_from_file_location(full, MODULE_UTILS / f"{name}.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[full] = module
-        spec.loader.exec_module(module)
-    return sys.modules[full]
-
+from module_utils_loader import load_module_util as _load
 
 ngx = _load("sse_diagnose_nginx")
 
