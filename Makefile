@@ -17,7 +17,7 @@ export PY_COLORS := 0
 SCENARIOS ?= smoke default nginx faults diagnose
 export SCENARIOS
 
-.PHONY: help host venv images lint unit molecule test demo demo-destroy clean bench
+.PHONY: help host venv images lint unit molecule test demo demo-destroy clean bench bench-release
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -69,6 +69,9 @@ bench: venv images ## benchmark (not in `make test`): load through nginx, reload
 	       && cp bench/requirements.txt $(VENV)/.bench-requirements; }
 	python bench/bench.py --streams $(BENCH_STREAMS) --hold $(BENCH_HOLD) \
 	  --reload-streams $(BENCH_RELOAD_STREAMS) --restart-streams $(BENCH_RESTART_STREAMS)
+
+bench-release: venv images ## release timings on the cluster scenario (profile_tasks): no-change, one-host, rolling
+	python bench/release.py
 
 clean: demo-destroy ## remove .venv and caches (images stay; `podman rmi` them by hand)
 	rm -rf .venv .cache .pytest_cache .ruff_cache

@@ -42,9 +42,11 @@ def test_settings_from_env() -> None:
             "SSE_SUBSCRIBER_QUEUE": "4",
             "SSE_PUBLISH_TOKEN": " secret\n",
             "SSE_APP_VERSION": "2025.10.03-1",
+            "SSE_PEERS": "b1:8000, [::1]:8001 b3:9",
         }
     )
-    assert settings == Settings(500, 0.5, 0, 4, "secret", "2025.10.03-1")
+    peers = ("b1:8000", "[::1]:8001", "b3:9")
+    assert settings == Settings(500, 0.5, 0, 4, "secret", "2025.10.03-1", peers)
     assert settings.publishing_enabled
 
 
@@ -58,6 +60,10 @@ def test_settings_from_env() -> None:
         ("SSE_KEEPALIVE_INTERVAL", "inf"),
         ("SSE_REPLAY_BUFFER", "1.5"),
         ("SSE_SUBSCRIBER_QUEUE", "0"),
+        ("SSE_PEERS", "backend2"),
+        ("SSE_PEERS", "backend2:http"),
+        ("SSE_PEERS", "b1:8000,:8001"),
+        ("SSE_PEERS", "b1:70000"),
     ],
 )
 def test_bad_settings_fail_loudly(name: str, value: str) -> None:

@@ -94,6 +94,23 @@ def late_keepalive(c: _Conn) -> None:
     c.keepalives(chunk)
 
 
+def busy_no_keepalive(c: _Conn) -> None:
+    # a server that restarts its keepalive timer on every write: events, never a comment
+    c.send(_CHUNKED_HEAD + chunk(":ok\n\n"))
+    n = 0
+    while c.sleep(INTERVAL / 2):
+        n += 1
+        c.send(chunk(f"id: {n}\ndata: tick\n\n"))
+
+
+def events_then_silence(c: _Conn) -> None:
+    c.send(_CHUNKED_HEAD + chunk(":ok\n\n"))
+    for n in range(1, 4):
+        if c.sleep(INTERVAL / 2):
+            c.send(chunk(f"id: {n}\ndata: tick\n\n"))
+    c.idle()
+
+
 def status_502(c: _Conn) -> None:
     body = b"<html>bad gateway</html>"
     c.send(
@@ -177,6 +194,8 @@ ROUTES: dict[str, Callable[[_Conn], None]] = {
     "/no-ok": no_ok,
     "/no-keepalive": no_keepalive,
     "/late-keepalive": late_keepalive,
+    "/busy-no-keepalive": busy_no_keepalive,
+    "/events-then-silence": events_then_silence,
     "/status-502": status_502,
     "/wrong-type": wrong_type,
     "/close-early": close_early,

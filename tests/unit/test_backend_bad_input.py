@@ -50,6 +50,8 @@ class Case:
     variables: dict[str, Any]
     names: str = ""  # the variable every failure message must name ("" for a control)
     tasks_from: str = "main"
+    check_mode: bool = True  # False only where the controller must really run something
+    env: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -149,9 +151,11 @@ def run_role(role: str, case: Case, workdir: Path) -> Run:
         "ANSIBLE_RETRY_FILES_ENABLED": "0",
         "ANSIBLE_NOCOLOR": "1",
         "NO_COLOR": "1",
+        **case.env,
     }
+    check = ["--check"] if case.check_mode else []
     proc = subprocess.run(
-        [_ansible_playbook(), "--check", "-i", str(inventory), "-c", "local", str(playbook)],
+        [_ansible_playbook(), *check, "-i", str(inventory), "-c", "local", str(playbook)],
         cwd=workdir,
         env=env,
         capture_output=True,
@@ -239,6 +243,8 @@ ROLE = "sse_backend"
 HOST_TASKS = ["Create the service user", "Install what a Python virtualenv needs on the target"]
 
 BAD = [
+    Case("peers-no-port", {"sse_backend_peers": ["backend2"]}, "sse_backend_peers"),
+    Case("peers-joined", {"sse_backend_peers": ["b1:8000,b2:8000"]}, "sse_backend_peers"),
     Case("keepalive-0", {"sse_backend_keepalive_interval": 0}, "sse_backend_keepalive_interval"),
     Case("keepalive--1", {"sse_backend_keepalive_interval": -1}, "sse_backend_keepalive_interval"),
     Case(
@@ -306,6 +312,16 @@ GAPS = [
 CONTROL = Case("control-preflight", {}, tasks_from="preflight")
 # Valid input, whole role: proves the tripwire stops it and the checks see it.
 TRIPWIRE = Case("control-tripwire", {})
+# A release that does not exist: pip on the controller finds no such version (no index
+# here, so nothing leaves the machine), for real, not in check mode.
+UNPUBLISHED = Case(
+    "version-not-published",
+    {"sse_backend_source": "sse-app-never-published==9.9.9", "sse_backend_version": "9.9.9"},
+    "sse_backend_source",
+    check_mode=False,
+    env={"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": ""},
+)
+CONTROLLER_TASKS = ["Build the wheelhouse on the controller", "Fail when the release cannot be built"]
 
 
 @pytest.fixture(scope="module")
@@ -313,7 +329,8 @@ def runs(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, Future[Run]]:
     gaps = [param.values[0] for param in GAPS]
-    return start_runs(ROLE, [*BAD, *gaps, CONTROL, TRIPWIRE], request, tmp_path_factory)
+    cases = [*BAD, *gaps, CONTROL, TRIPWIRE, UNPUBLISHED]
+    return start_runs(ROLE, cases, request, tmp_path_factory)
 
 
 @pytest.mark.parametrize("case", [*BAD, *GAPS], ids=lambda case: case.id)
@@ -329,3 +346,24 @@ def test_valid_input_passes_preflight(case: Case, runs: dict[str, Future[Run]]) 
 @pytest.mark.parametrize("case", [TRIPWIRE], ids=lambda case: case.id)
 def test_harness_sees_a_task_past_preflight(case: Case, runs: dict[str, Future[Run]]) -> None:
     assert_stopped_by_tripwire(runs[case.id].result(), ROLE, HOST_TASKS[1])
+
+
+@pytest.mark.parametrize("case", [UNPUBLISHED], ids=lambda case: case.id)
+def test_release_that_does_not_exist_fails_before_the_host_changes(
+    case: Case, runs: dict[str, Future[Run]]
+) -> None:
+    run = runs[case.id].result()
+    details = run.describe()
+    assert run.rc == RC_HOST_FAILED, details
+    # past the preflight only the controller's build and its verdict ran
+    past = run.past_preflight(ROLE)
+    assert past, details
+    for task in past:
+        assert any(name in task for name in CONTROLLER_TASKS), f"{task} ran\n{details}"
+    messages = run.failures()
+    assert len(messages) == 1 and "sse_backend_source" in messages[0], details
+    assert "sse-app-never-published==9.9.9" in messages[0], details
+    assert "no host was changed" in messages[0], details
+    assert TRIPWIRE_PYTHON not in run.stdout, f"a module ran on the host\n{details}"
+    for name in HOST_TASKS:
+        assert name not in run.stdout, f"{name!r} ran\n{details}"

@@ -19,6 +19,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 FIRST_CHANGE = "Install nginx"
+PREFLIGHT_UPSTREAMS = "preflight_upstreams.yml"
 
 PLAYBOOK = """\
 - name: Apply sse_nginx with one bad input
@@ -77,6 +78,17 @@ def cases(cert: str, key: str, missing: str) -> dict[str, tuple[dict, list[str]]
             ["sse_nginx_upstreams[0]", "1..65535"],
         ),
         "upstreams-empty": ({"sse_nginx_upstreams": []}, ["sse_nginx_upstreams", "at least one"]),
+        "down-not-an-upstream": (
+            {"sse_nginx_upstreams": ["a:8000", "b:8000"], "sse_nginx_upstreams_down": ["c:8000"]},
+            ["sse_nginx_upstreams_down[0]", "not one of sse_nginx_upstreams"],
+        ),
+        "down-every-upstream": (
+            {
+                "sse_nginx_upstreams": ["a:8000", "b:8000"],
+                "sse_nginx_upstreams_down": ["b:8000", "a:8000"],
+            },
+            ["sse_nginx_upstreams_down", "every backend", "502"],
+        ),
         "cert-without-key": (
             {"sse_nginx_tls_cert": cert},
             ["sse_nginx_tls_cert is set but sse_nginx_tls_key is empty"],
@@ -143,11 +155,13 @@ def cases(cert: str, key: str, missing: str) -> dict[str, tuple[dict, list[str]]
     }
 
 
-def run_role(tmp: Path, name: str, extra: dict, *args: str) -> subprocess.CompletedProcess[str]:
+def run_role(
+    tmp: Path, name: str, extra: dict, *args: str, playbook: str = PLAYBOOK
+) -> subprocess.CompletedProcess[str]:
     # one playbook file per case: the cases run in parallel threads, and rewriting one
     # shared file let another case's ansible-playbook read it half-written (empty)
     play = tmp / f"{name}.play.yml"
-    play.write_text(PLAYBOOK)
+    play.write_text(playbook)
     vars_file = tmp / f"{name}.json"
     vars_file.write_text(json.dumps(extra))
     venv_bin = str(Path(sys.executable).parent)
@@ -214,7 +228,9 @@ def test_bad_input_is_rejected_before_any_change(case, paths, results):
         assert text in " ".join(out.split()), f"{text!r} not in output:\n{out}"
     assert FIRST_CHANGE not in out, f"a host-changing task ran:\n{out}"
     in_validation = "Validation of arguments failed" in out
-    in_preflight = "roles/sse_nginx/tasks/preflight.yml" in out
+    in_preflight = any(
+        f"roles/sse_nginx/tasks/{name}" in out for name in ("preflight.yml", PREFLIGHT_UPSTREAMS)
+    )
     assert in_validation or in_preflight, f"failed outside preflight:\n{out}"
 
 
@@ -243,3 +259,51 @@ def test_given_tls_pair_passes_preflight(paths):
     extra = {"sse_nginx_tls_cert": cert, "sse_nginx_tls_key": key}
     proc = run_role(tmp, "good-tls", extra, "--tags", "sse_nginx_preflight")
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# The entry point `upstreams` (a drain) checks its own inputs before it looks at nginx.
+UPSTREAMS_PLAYBOOK = """\
+- name: Apply sse_nginx's entry point upstreams with one bad input
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Drain
+      ansible.builtin.include_role:
+        name: sse_nginx
+        tasks_from: upstreams
+"""
+UPSTREAMS_FIRST_TASK = "Look for the role's live upstream file"
+UPSTREAMS_CASES = {
+    "upstreams-down-not-an-upstream": (
+        {"sse_nginx_upstreams": ["a:8000", "b:8000"], "sse_nginx_upstreams_down": ["a:8001"]},
+        ["sse_nginx_upstreams_down[0]", "not one of sse_nginx_upstreams"],
+    ),
+    "upstreams-down-every-upstream": (
+        {"sse_nginx_upstreams": ["a:8000"], "sse_nginx_upstreams_down": ["a:8000"]},
+        ["sse_nginx_upstreams_down", "every backend", "502"],
+    ),
+    "upstreams-bad-upstream": (
+        {"sse_nginx_upstreams": ["a"], "sse_nginx_upstreams_down": []},
+        ["sse_nginx_upstreams[0]", "host:port"],
+    ),
+    "upstreams-staging-inside-etc-nginx": (
+        {"sse_nginx_staging_dir": "/etc/nginx/x", "sse_nginx_upstreams_down": []},
+        ["sse_nginx_staging_dir", "outside /etc/nginx"],
+    ),
+    "upstreams-wrong-type": (
+        {"sse_nginx_upstreams_down": {"a": 1}},
+        ["sse_nginx_upstreams_down", "list"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(UPSTREAMS_CASES))
+def test_upstreams_entry_point_rejects_bad_input(case, paths):
+    tmp, *_ = paths
+    extra, expected = UPSTREAMS_CASES[case]
+    proc = run_role(tmp, case, extra, playbook=UPSTREAMS_PLAYBOOK)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    for text in expected:
+        assert text in " ".join(out.split()), f"{text!r} not in output:\n{out}"
+    assert UPSTREAMS_FIRST_TASK not in out, f"the entry point went past its checks:\n{out}"

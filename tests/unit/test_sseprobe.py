@@ -186,6 +186,21 @@ def test_late_keepalive_reports_the_gap(server: FaultServer) -> None:
     assert r["max_gap_s"] > 0.5
 
 
+def test_events_count_as_activity(server: FaultServer) -> None:
+    # a busy stream gets no keepalive comments (the server's timer restarts on each write)
+    r = probe(server.url("/busy-no-keepalive"), hold=1.4)
+    assert r["ok"] is True, r["failures"]
+    assert r["keepalives"] == 0 and r["events"] >= 5
+    assert r["checks"]["keepalive"] == "pass"
+
+
+def test_silence_after_events_fails_keepalive(server: FaultServer) -> None:
+    r = probe(server.url("/events-then-silence"), hold=1.6)
+    assert failed(r) == ["keepalive"]
+    assert "without a :keepalive comment or an event" in r["failures"][0]["message"]
+    assert r["events"] == 3
+
+
 def test_bad_status_keeps_head_figures(server: FaultServer) -> None:
     r = probe(server.url("/status-502"))
     assert r["status"] == 502

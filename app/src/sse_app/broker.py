@@ -4,12 +4,16 @@ Everything here runs on the worker's single event loop and no method awaits, so
 publish() and subscribe() are atomic with respect to each other: a subscriber's
 replay snapshot and its live queue can neither overlap nor leave a gap. Streams
 still dedupe by id, so that guarantee is not load-bearing.
+
+Ids are publish times in microseconds (bumped to stay strictly increasing), so they
+order events across restarts and across backends: an event a peer forwards keeps the
+id its first backend gave it (see peers.py), and a client that moves to another
+backend resumes there by the same Last-Event-ID.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -77,11 +81,10 @@ class Subscription:
 
 class Broker:
     def __init__(self, replay_size: int, queue_limit: int) -> None:
-        # Ids start at the boot time in microseconds, so ids stay monotonic across
-        # restarts: a client's Last-Event-ID from the previous process is then older
-        # than everything here and it gets the whole buffer instead of silence.
-        self._ids = itertools.count(time.time_ns() // 1000)
-        self._replay: deque[Event] = deque(maxlen=replay_size)
+        self._last_id = 0
+        self._replay: deque[Event] = deque()
+        self._replay_ids: set[int] = set()
+        self._replay_size = replay_size
         self._queue_limit = queue_limit
         self._subscribers: set[Subscription] = set()
         self._closed = False
@@ -90,10 +93,22 @@ class Broker:
     def subscriber_count(self) -> int:
         return len(self._subscribers)
 
-    def publish(self, data: str, name: str | None = None) -> tuple[Event, int]:
-        """Record and fan out one event; returns it and how many subscribers accepted it."""
-        event = Event(next(self._ids), data, name)
-        self._replay.append(event)
+    def publish(
+        self, data: str, name: str | None = None, event_id: int | None = None
+    ) -> tuple[Event, int]:
+        """Record and fan out one event; returns it and how many subscribers accepted it.
+
+        ``event_id`` is given for an event forwarded by a peer backend: it keeps that id,
+        and one already recorded (a duplicate forward) is not delivered again.
+        """
+        if event_id is None:
+            # a microsecond clock, never behind an id seen (own or a peer's)
+            event_id = max(time.time_ns() // 1000, self._last_id + 1)
+        elif event_id in self._replay_ids:
+            return Event(event_id, data, name), 0
+        self._last_id = max(self._last_id, event_id)
+        event = Event(event_id, data, name)
+        self._remember(event)
         delivered = 0
         for sub in list(self._subscribers):
             if sub.offer(event):
@@ -101,6 +116,19 @@ class Broker:
             else:
                 self._subscribers.discard(sub)
         return event, delivered
+
+    def _remember(self, event: Event) -> None:
+        if self._replay_size == 0:
+            return
+        if self._replay and event.id < self._replay[-1].id:
+            # a forwarded event that crossed a newer one on the way: keep the buffer ordered
+            at = next(i for i, e in enumerate(self._replay) if e.id > event.id)
+            self._replay.insert(at, event)
+        else:
+            self._replay.append(event)
+        self._replay_ids.add(event.id)
+        while len(self._replay) > self._replay_size:
+            self._replay_ids.discard(self._replay.popleft().id)
 
     def subscribe(self, last_event_id: int | None = None) -> Subscription:
         backlog = self._missed_since(last_event_id) if last_event_id is not None else []

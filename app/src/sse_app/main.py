@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from sse_app import sse
+from sse_app import peers, sse
 from sse_app.broker import Broker
 from sse_app.middleware import VersionHeaderMiddleware
 from sse_app.settings import Settings
@@ -32,6 +32,7 @@ PAGE = files("sse_app").joinpath("page.html").read_text(encoding="utf-8")
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = Settings.from_env() if settings is None else settings
     broker = Broker(settings.replay_buffer, settings.subscriber_queue)
+    forwarder = peers.Forwarder(settings.peers, settings.publish_token)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -40,6 +41,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         with on_shutdown_signal(broker.close):
             yield
             broker.close()
+            forwarder.close()
 
     async def events(request: Request) -> Response:
         return EventStreamResponse(
@@ -65,7 +67,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
         except ValueError as exc:
             return _error(400, str(exc))
 
+        forwarded_id = request.headers.get(peers.EVENT_ID_HEADER)
+        if forwarded_id is not None:
+            # from a peer backend (it holds the token): keep its id, forward no further
+            if not forwarded_id.isdigit():
+                return _error(400, f"{peers.EVENT_ID_HEADER} must be an event id")
+            event, delivered = broker.publish(data, name, event_id=int(forwarded_id))
+            return JSONResponse({"id": event.id, "subscribers": delivered}, status_code=202)
+
         event, delivered = broker.publish(data, name)
+        forwarder.submit(event.id, body)  # queued: a slow or stopped peer never delays this
         return JSONResponse({"id": event.id, "subscribers": delivered}, status_code=202)
 
     async def page(request: Request) -> Response:

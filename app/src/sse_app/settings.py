@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sse_app import __version__
+from sse_app.peers import parse_peers
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,8 @@ class Settings:
     subscriber_queue: int = 256
     publish_token: str = ""
     app_version: str = __version__
+    # the other backends behind the same nginx upstream, host:port (see peers.py)
+    peers: tuple[str, ...] = ()
 
     @property
     def publishing_enabled(self) -> bool:
@@ -39,6 +42,7 @@ class Settings:
             # Whitespace around a token is always a templating accident, never intended.
             publish_token=env.get("SSE_PUBLISH_TOKEN", "").strip(),
             app_version=env.get("SSE_APP_VERSION", "").strip() or __version__,
+            peers=parse_peers(env.get("SSE_PEERS", "")),
         )
 
 

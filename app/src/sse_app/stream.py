@@ -73,19 +73,19 @@ class EventStreamResponse(Response):
 
         loop = asyncio.get_running_loop()
         last_write = loop.time()
-        last_sent_id: int | None = None
+        replayed: set[int] = set()
         for missed in sub.backlog:
             await send(_body(sse.event(missed.id, missed.data, missed.name)))
-            last_sent_id = missed.id
+            replayed.add(missed.id)
             last_write = loop.time()
 
         while sub.closed_reason not in ("disconnect", "overflow"):
             event = sub.pop()
             if event is not None:
-                # Dedupe against the replayed backlog in case an event reached both.
-                if last_sent_id is None or event.id > last_sent_id:
+                # Dedupe against the replayed backlog in case an event reached both. Not
+                # by "id > last sent": a peer's event may arrive after a newer local one.
+                if event.id not in replayed:
                     await send(_body(sse.event(event.id, event.data, event.name)))
-                    last_sent_id = event.id
                     last_write = loop.time()
                 continue
             if sub.closed:  # shutdown: queued events were flushed above, now end

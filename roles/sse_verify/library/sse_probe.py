@@ -94,7 +94,7 @@ failures:
   returned: always
   type: list
   elements: dict
-  sample: [{"check": "keepalive", "message": "33.10 s without a :keepalive comment"}]
+  sample: [{"check": "keepalive", "message": "33.10 s without a :keepalive comment or an event"}]
 checks:
   description: Each check name mapped to pass, fail or skip (not evaluated).
   returned: always

@@ -25,9 +25,11 @@ Checks, each failing under exactly one of these names (see ``CHECKS``):
 ``content_type``   Content-Type is not text/event-stream (parameters such as charset allowed).
 ``first_byte``     no body byte within ``first_byte_timeout`` of sending the request.
 ``first_comment``  the first body line is not ``expect_first`` (default ``:ok``).
-``keepalive``      a gap without a ``:keepalive`` comment (from the first body byte, i.e. the
-                   ``:ok`` of a healthy stream, to the first keepalive, between keepalives, or
-                   from the last one to the end of the hold) longer than interval + tolerance.
+``keepalive``      a gap without a ``:keepalive`` comment or an event (from the first body
+                   byte, i.e. the ``:ok`` of a healthy stream, to the next keepalive or event,
+                   between them, or from the last one to the end of the hold) longer than
+                   interval + tolerance. An event counts because a server restarts its
+                   keepalive timer on every write: a busy stream is alive without comments.
                    A hold shorter than that limit therefore never requires a keepalive.
 ``stream_closed``  the stream ended before the hold: EOF, reset, the terminating chunk, or the
                    end of a Content-Length body.
@@ -950,6 +952,9 @@ class _Probe:
                     self.last_marker = item.at
             else:
                 res.events += 1
+                # activity: the server's keepalive timer restarts on every write
+                self.max_gap = max(self.max_gap, item.at - self.last_marker)
+                self.last_marker = item.at
         res.retry_ms = self.sse.retry_ms
         if self.sse.id_seen:
             res.last_event_id = self.sse.last_event_id
@@ -981,9 +986,9 @@ class _Probe:
             f"limit {cfg.keepalive_limit:g} s = keepalive_interval {cfg.keepalive_interval:g}"
             f" + tolerance {cfg.tolerance:g}"
         )
-        if self.res.keepalives == 0:
+        if self.res.keepalives == 0 and self.res.events == 0:
             return f"no :keepalive comment for {gap:.2f} s after the first body byte ({limit})"
-        return f"{gap:.2f} s without a :keepalive comment ({limit})"
+        return f"{gap:.2f} s without a :keepalive comment or an event ({limit})"
 
     def _late_keepalive(self, now: float) -> None:
         if self.first_at is None or self.res.failed("keepalive"):

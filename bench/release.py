@@ -1,0 +1,297 @@
+#!/usr/bin/env python3
+"""`make bench-release`: what a release costs on the cluster, from Ansible's profile_tasks.
+
+Deploys the molecule scenario `cluster` (one proxy, two backends on a podman network),
+then runs `site.yml` from the controller against its inventory, each run with
+profile_tasks (ansible.cfg) and its output kept in .cache/bench-release/logs/:
+
+  first      the first deploy (1.0.0), for scale
+  no-change  site.yml again, --repeat times: must change nothing and restart nothing
+             (each backend's MainPID and nginx's worker PIDs are compared)
+  one-host   a release to one backend (--limit proxy,backendN), once per backend
+  rolling    a release to both backends, batch by batch (drain, restart, verify,
+             undrain, verify through nginx), --repeat times
+
+and writes bench/results/RELEASE.md and release.json: the median wall time of each kind
+and its range, changed tasks per host, the ratios between kinds (same run, same
+machine), and the slowest tasks of the median run. Bounded: every playbook has a
+timeout; the containers are destroyed at the end (--keep leaves them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+SCENARIO = "cluster"
+PROXY = "cluster-proxy"
+BACKENDS = ("cluster-backend1", "cluster-backend2")
+EPHEMERAL = ROOT / ".cache" / "bench-release" / "molecule"
+LOGS = ROOT / ".cache" / "bench-release" / "logs"
+RESULTS = ROOT / "bench" / "results"
+PLAYBOOK_TIMEOUT = 900.0
+NO_CHANGE_GOAL_S = 30.0
+USER = "sse"
+UNIT = "sse-backend.service"
+
+RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)")
+# profile_tasks' summary: "<role> : <task> ------ 12.34s"
+TASK_TIME = re.compile(r"^(.*\S) -{2,} (\d+\.\d+)s$")
+# profile_tasks' banner of each task: "... (0:00:01.234)       0:01:02.345 ****"
+ELAPSED = re.compile(r"\((\d+):(\d+):(\d+\.\d+)\)\s+(\d+):(\d+):(\d+\.\d+)")
+
+
+def seconds(h: str, m: str, s: str) -> float:
+    return int(h) * 3600 + int(m) * 60 + float(s)
+
+
+def sh(cmd: list[str], **kw: Any) -> str:
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw).stdout
+
+
+def pids() -> dict[str, str]:
+    """Each backend's service MainPID and nginx's worker PIDs: what a restart or a
+    reload would change."""
+    found = {}
+    for name in BACKENDS:
+        uid = sh(["podman", "exec", name, "id", "-u", USER]).strip()
+        found[name] = sh(
+            ["podman", "exec", name, "runuser", "-u", USER, "--", "env",
+             f"XDG_RUNTIME_DIR=/run/user/{uid}", "systemctl", "--user", "show",
+             "-p", "MainPID", "--value", UNIT]
+        ).strip()  # fmt: skip
+    found[f"{PROXY} nginx workers"] = " ".join(
+        sorted(sh(["podman", "exec", PROXY, "pgrep", "-f", "nginx: worker"]).split())
+    )
+    return found
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.env = dict(
+            os.environ,
+            MOLECULE_EPHEMERAL_DIRECTORY=str(EPHEMERAL),
+            ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
+            # no colour codes in the logs that are parsed
+            ANSIBLE_NOCOLOR="1",
+            ANSIBLE_FORCE_COLOR="0",
+            # every task in profile_tasks' summary, not only the slowest 20
+            PROFILE_TASKS_TASK_OUTPUT_LIMIT="all",
+        )
+        self.runs: list[dict[str, Any]] = []
+        LOGS.mkdir(parents=True, exist_ok=True)
+
+    def molecule(self, action: str) -> None:
+        log = LOGS / f"molecule-{action}.log"
+        with log.open("w") as out:
+            subprocess.run(
+                ["molecule", action, "-s", SCENARIO], cwd=ROOT, env=self.env,
+                stdout=out, stderr=subprocess.STDOUT, check=True, timeout=PLAYBOOK_TIMEOUT,
+            )  # fmt: skip
+
+    def site(self, kind: str, *extra: str, expect_restart: bool) -> dict[str, Any]:
+        number = len(self.runs) + 1
+        cmd = ["ansible-playbook", "-i", str(EPHEMERAL / "inventory"), "site.yml", *extra]
+        before = pids()
+        log = LOGS / f"{number:02d}-{kind}.log"
+        start = time.monotonic()
+        proc = subprocess.run(
+            cmd, cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=PLAYBOOK_TIMEOUT,
+        )  # fmt: skip
+        wall = time.monotonic() - start
+        log.write_text(f"$ {shlex.join(cmd)}\n{proc.stdout}{proc.stderr}")
+        after = pids()
+        run = parse(proc.stdout)
+        run.update(
+            kind=kind,
+            args=" ".join(extra),
+            wall_s=round(wall, 1),
+            exit=proc.returncode,
+            log=str(log.relative_to(ROOT)),
+            restarted=sorted(k for k in before if before[k] != after[k]),
+        )
+        print(
+            f"{number:2d} {kind:9s} {wall:6.1f} s  exit {proc.returncode}  changed"
+            f" {run['changed']}  restarted/reloaded {run['restarted'] or 'nothing'}",
+            flush=True,
+        )
+        if proc.returncode != 0:
+            raise SystemExit(f"{shlex.join(cmd)} failed, see {log}")
+        if not expect_restart and (any(run["changed"].values()) or run["restarted"]):
+            raise SystemExit(f"a no-change run changed something, see {log}")
+        self.runs.append(run)
+        return run
+
+    def run(self) -> None:
+        a = self.args
+        self.molecule("destroy")
+        self.molecule("create")
+        try:
+            self.site("first", expect_restart=True)
+            for _ in range(a.repeat):
+                self.site("no-change", expect_restart=False)
+            version = 2
+            for backend in BACKENDS:
+                self.site(
+                    "one-host", "-e", f"sse_backend_version={version}.0.0",
+                    "--limit", f"{PROXY},{backend}", expect_restart=True,
+                )  # fmt: skip
+            for _ in range(a.repeat):
+                version += 1
+                release = f"sse_backend_version={version}.0.0"
+                self.site("rolling", "-e", release, expect_restart=True)
+        finally:
+            if not a.keep:
+                self.molecule("destroy")
+
+
+def parse(out: str) -> dict[str, Any]:
+    changed: dict[str, int] = {}
+    tasks: list[tuple[str, float]] = []
+    elapsed = 0.0
+    in_summary = False
+    for line in out.splitlines():
+        if m := RECAP.match(line):
+            changed[m.group(1)] = int(m.group(3))
+        if m := ELAPSED.search(line):
+            elapsed = seconds(*m.group(4, 5, 6))
+        if line.startswith("=" * 20):
+            in_summary = True
+        elif in_summary and (m := TASK_TIME.match(line.strip())):
+            tasks.append((m.group(1), float(m.group(2))))
+    return {"changed": changed, "ansible_s": round(elapsed, 1), "tasks": tasks}
+
+
+def write_report(runs: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    kinds = ["first", "no-change", "one-host", "rolling"]
+    summary: dict[str, dict[str, Any]] = {}
+    for kind in kinds:
+        of_kind = [r for r in runs if r["kind"] == kind]
+        walls = sorted(r["wall_s"] for r in of_kind)
+        median = statistics.median(walls)
+        typical = min(of_kind, key=lambda r: abs(r["wall_s"] - median))
+        summary[kind] = {
+            "n": len(walls),
+            "median_s": round(median, 1),
+            "min_s": walls[0],
+            "max_s": walls[-1],
+            "changed": [r["changed"] for r in of_kind],
+            "restarted": [r["restarted"] for r in of_kind],
+            "median_run": typical,
+        }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "release.json").write_text(
+        json.dumps({"runs": runs, "summary": summary}, indent=1) + "\n"
+    )
+
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    load = os.getloadavg()
+    other = sh(["podman", "ps", "--format", "{{.Names}}"]).split() if args.keep else []
+    s = summary
+    no_change = s["no-change"]
+    verdict = (
+        "met"
+        if no_change["median_s"] <= NO_CHANGE_GOAL_S
+        and all(not any(c.values()) for c in no_change["changed"])
+        else "missed"
+    )
+    lines = [
+        "# Benchmark: what a release costs on the cluster (profile_tasks)",
+        "",
+        f"Generated by `make bench-release` ({now}); raw figures in `release.json`, each run's"
+        " full output (profile_tasks summary included) in `.cache/bench-release/logs/`."
+        f" One run on one machine: {os.cpu_count()} cores, {platform.platform()}, load average"
+        f" {load[0]:.1f} at the end. Molecule scenario `cluster`: one proxy and two backend"
+        " containers on one podman network, Ansible over `podman exec` (no pipelining: every"
+        " task is a few process starts, about 1-2 s). Keepalive 2 s, stream check hold 7 s.",
+        "",
+        "| run | n | median wall (s) | range (s) | changed tasks per host"
+        " | restarted or reloaded |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    labels = {
+        "first": "first deploy (1.0.0)",
+        "no-change": "no-change `site.yml`",
+        "one-host": "one-host release (`--limit proxy,backendN`)",
+        "rolling": "rolling release, 2 backends, `serial: 1`",
+    }
+    for kind in kinds:
+        k = s[kind]
+        changed = "; ".join(
+            ", ".join(f"{h.replace('cluster-', '')} {n}" for h, n in sorted(c.items()))
+            for c in k["changed"]
+        )
+        restarted = "; ".join(
+            ", ".join(x.replace("cluster-", "") for x in r) or "nothing" for r in k["restarted"]
+        )
+        lines.append(
+            f"| {labels[kind]} | {k['n']} | {k['median_s']:.1f} | {k['min_s']:.1f}-{k['max_s']:.1f}"
+            f" | {changed} | {restarted} |"
+        )
+    lines += [
+        "",
+        "## Goals (issue 6)",
+        "",
+        "| goal | measured | verdict |",
+        "| --- | --- | --- |",
+        f"| no-change run of `site.yml` on the cluster: 30 s or less, changed=0 |"
+        f" median {no_change['median_s']:.1f} s over {no_change['n']} runs, changed"
+        f" {sum(sum(c.values()) for c in no_change['changed'])} in all, nothing restarted or"
+        f" reloaded | {verdict} |",
+        "",
+        "Ratios (same run): rolling release / one-host release"
+        f" {s['rolling']['median_s'] / s['one-host']['median_s']:.2f}x; one-host release /"
+        f" no-change run {s['one-host']['median_s'] / no_change['median_s']:.2f}x; rolling"
+        f" release / first deploy {s['rolling']['median_s'] / s['first']['median_s']:.2f}x.",
+        "",
+    ]
+    for kind in ("no-change", "one-host", "rolling"):
+        run = s[kind]["median_run"]
+        top = sorted(run["tasks"], key=lambda t: -t[1])[: args.top]
+        total = sum(t for _, t in run["tasks"])
+        lines += [
+            f"## Slowest tasks of the median {kind} run ({run['log']})",
+            "",
+            f"{len(run['tasks'])} tasks, {total:.1f} s of task time; wall {run['wall_s']:.1f} s"
+            f" (profile_tasks' clock {run['ansible_s']:.1f} s, the rest is Ansible's start).",
+            "",
+            "| task | s |",
+            "| --- | --- |",
+            *(f"| {name} | {t:.2f} |" for name, t in top),
+            "",
+        ]
+    if other:
+        lines.append(f"Containers left running (--keep): {', '.join(other)}.")
+    (RESULTS / "RELEASE.md").write_text("\n".join(lines).rstrip() + "\n")
+    print(f"wrote {RESULTS / 'RELEASE.md'}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeat", type=int, default=3, help="no-change and rolling runs")
+    parser.add_argument("--top", type=int, default=12, help="slowest tasks listed per kind")
+    parser.add_argument("--keep", action="store_true", help="leave the containers running")
+    args = parser.parse_args()
+    if not 1 <= args.repeat <= 10:
+        parser.error(f"--repeat must be 1..10, got {args.repeat}")
+    bench = Bench(args)
+    bench.run()
+    write_report(bench.runs, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
