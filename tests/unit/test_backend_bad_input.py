@@ -137,6 +137,18 @@ def run_role(role: str, case: Case, workdir: Path) -> Run:
     inventory.write_text(
         f"{TARGET} ansible_connection=local ansible_python_interpreter={TRIPWIRE_PYTHON}\n"
     )
+    check = ["--check"] if case.check_mode else []
+    result = run_ansible_json(
+        workdir, [*check, "-i", str(inventory), "-c", "local", str(playbook)], case.env
+    )
+    return Run(case, *result)
+
+
+def run_ansible_json(
+    workdir: Path, args: list[str], extra_env: dict[str, str] | None = None
+) -> tuple[int, list[Task], dict[str, dict[str, int]], str, str]:
+    """ansible-playbook ARGS in WORKDIR with no ansible.cfg of the repo or the user and the
+    JSON callback; returns rc, every task result, the stats, stdout and stderr."""
     config = workdir / "ansible.cfg"  # empty: neither the repo's nor the user's settings
     config.write_text("")
     env = {
@@ -151,11 +163,10 @@ def run_role(role: str, case: Case, workdir: Path) -> Run:
         "ANSIBLE_RETRY_FILES_ENABLED": "0",
         "ANSIBLE_NOCOLOR": "1",
         "NO_COLOR": "1",
-        **case.env,
+        **(extra_env or {}),
     }
-    check = ["--check"] if case.check_mode else []
     proc = subprocess.run(
-        [_ansible_playbook(), *check, "-i", str(inventory), "-c", "local", str(playbook)],
+        [_ansible_playbook(), *args],
         cwd=workdir,
         env=env,
         capture_output=True,
@@ -179,7 +190,7 @@ def run_role(role: str, case: Case, workdir: Path) -> Run:
         for entry in play_report["tasks"]
         for result in entry["hosts"].values()
     ]
-    return Run(case, proc.returncode, tasks, report["stats"], proc.stdout, proc.stderr)
+    return proc.returncode, tasks, report["stats"], proc.stdout, proc.stderr
 
 
 def start_runs(
@@ -321,7 +332,10 @@ UNPUBLISHED = Case(
     check_mode=False,
     env={"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": ""},
 )
-CONTROLLER_TASKS = ["Build the wheelhouse on the controller", "Fail when the release cannot be built"]
+CONTROLLER_TASKS = [
+    "Build the wheelhouse on the controller",
+    "Fail when the release cannot be built",
+]
 
 
 @pytest.fixture(scope="module")

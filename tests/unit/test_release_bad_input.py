@@ -13,21 +13,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from test_backend_bad_input import (
-    RC_HOST_FAILED,
-    TRIPWIRE_PYTHON,
-    Task,
-    _ansible_playbook,
-    _failure_messages,
-    _status,
-)
+from test_backend_bad_input import RC_HOST_FAILED, TRIPWIRE_PYTHON, Task, run_ansible_json
 
 ROOT = Path(__file__).resolve().parents[2]
 PLAYBOOK = ROOT / "playbooks" / "backend.yml"
@@ -97,46 +89,10 @@ def run_release(case: Case, workdir: Path) -> Run:
     inventory.write_text(json.dumps(_inventory(case.hosts)))
     extra = workdir / "extra.json"
     extra.write_text(json.dumps(case.extra_vars))
-    config = workdir / "ansible.cfg"  # empty: neither the repo's nor the user's settings
-    config.write_text("")
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(config),
-        "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
-        "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
-        "ANSIBLE_JSON_INDENT": "0",
-        "ANSIBLE_LOCAL_TEMP": str(workdir / "tmp-local"),
-        "ANSIBLE_REMOTE_TMP": str(workdir / "tmp-remote"),
-        "ANSIBLE_RETRY_FILES_ENABLED": "0",
-        "ANSIBLE_NOCOLOR": "1",
-        "NO_COLOR": "1",
-    }
-    proc = subprocess.run(
-        [_ansible_playbook(), "--check", "-i", str(inventory), str(PLAYBOOK), "-e", f"@{extra}"],
-        cwd=workdir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    rc, tasks, stats, _, stderr = run_ansible_json(
+        workdir, ["--check", "-i", str(inventory), str(PLAYBOOK), "-e", f"@{extra}"]
     )
-    try:
-        report = json.loads(proc.stdout)
-    except json.JSONDecodeError:
-        pytest.fail(f"no JSON from ansible-playbook (rc={proc.returncode}):\n{proc.stderr}")
-    tasks = [
-        Task(
-            name=entry["task"]["name"],
-            path=entry["task"]["path"],
-            action=result.get("action", ""),
-            status=_status(result),
-            messages=_failure_messages(result),
-        )
-        for play in report["plays"]
-        for entry in play["tasks"]
-        for result in entry["hosts"].values()
-    ]
-    return Run(case, proc.returncode, tasks, report["stats"], proc.stderr)
+    return Run(case, rc, tasks, stats, stderr)
 
 
 BAD = [
