@@ -333,6 +333,7 @@ UNPUBLISHED = Case(
     env={"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": ""},
 )
 CONTROLLER_TASKS = [
+    "Build the release on the controller",
     "Build the wheelhouse on the controller",
     "Fail when the release cannot be built",
 ]
