@@ -14,7 +14,7 @@ export ANSIBLE_NOCOLOR := 1
 export PY_COLORS := 0
 
 # Molecule scenarios run by `make test`, in order (override: make test SCENARIOS=smoke).
-SCENARIOS ?= smoke default nginx faults diagnose
+SCENARIOS ?= smoke default nginx faults diagnose cluster
 export SCENARIOS
 
 .PHONY: help host venv images lint unit molecule test demo demo-destroy clean bench bench-release
