@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +48,8 @@ class Case:
     names: str = ""  # the variable every failure must name ("" for a control)
     hosts: dict[str, dict[str, Any]] = field(default_factory=lambda: ONE_HOST)
     failing_task: str = SETTINGS_CHECK
+    inventory: Path | None = None  # a real inventory instead of `hosts` (tripwired on top)
+    also: tuple[str, ...] = ()  # more text every failure message must hold
 
 
 @dataclass
@@ -64,33 +68,53 @@ class Run:
         return "\n".join(lines)
 
 
+# Per host, not in group all: the implicit localhost (the controller-side checks delegated
+# to it) takes group all's variables and must keep a working Python (and no become: the
+# plays become root, this machine may have no sudo).
+TRIPWIRE_CONNECTION = {
+    "ansible_connection": "local",
+    "ansible_python_interpreter": TRIPWIRE_PYTHON,
+    "ansible_become": False,
+}
+
+
 def _inventory(hosts: dict[str, dict[str, Any]]) -> dict[str, Any]:
     groups: dict[str, dict[str, Any]] = {
         "sse_backends": {"hosts": {}},
         "sse_proxies": {"hosts": {}},
     }
     for name, host in hosts.items():
-        # per host, not in group all: the implicit localhost (the controller-side checks
-        # delegated to it) takes group all's variables and must keep a working Python
-        # (and no become: the plays become root, this machine may have no sudo)
-        tripwire = {
-            "ansible_connection": "local",
-            "ansible_python_interpreter": TRIPWIRE_PYTHON,
-            "ansible_become": False,
-        }
         for group in host["groups"]:
-            groups[group]["hosts"][name] = {**tripwire, **host["vars"]}
+            groups[group]["hosts"][name] = {**TRIPWIRE_CONNECTION, **host["vars"]}
     return {"all": {"children": groups}}
+
+
+def _tripwired(inventory: Path) -> dict[str, Any]:
+    """The hosts of a real inventory again, with only the tripwire's connection: given
+    after it, this source's host variables win and the real group_vars stay."""
+    listed = subprocess.run(
+        [str(Path(sys.executable).with_name("ansible-inventory")), "-i", str(inventory), "--list"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    hosts = json.loads(listed.stdout)["_meta"]["hostvars"]
+    return {"all": {"hosts": dict.fromkeys(hosts, TRIPWIRE_CONNECTION)}}
 
 
 def run_release(case: Case, workdir: Path) -> Run:
     workdir.mkdir(parents=True, exist_ok=True)
     inventory = workdir / "inventory.json"  # JSON is YAML
-    inventory.write_text(json.dumps(_inventory(case.hosts)))
+    sources = ["-i", str(inventory)]
+    if case.inventory is None:
+        inventory.write_text(json.dumps(_inventory(case.hosts)))
+    else:
+        inventory.write_text(json.dumps(_tripwired(case.inventory)))
+        sources = ["-i", str(case.inventory), *sources]
     extra = workdir / "extra.json"
     extra.write_text(json.dumps(case.extra_vars))
     rc, tasks, stats, _, stderr = run_ansible_json(
-        workdir, ["--check", "-i", str(inventory), str(PLAYBOOK), "-e", f"@{extra}"]
+        workdir, ["--check", *sources, str(PLAYBOOK), "-e", f"@{extra}"]
     )
     return Run(case, rc, tasks, stats, stderr)
 
@@ -129,6 +153,7 @@ BAD = [
         "sse_release_upstream",
         hosts=TWO_BACKENDS,
         failing_task=UPSTREAM_CHECK,
+        also=("sse-b1 (sse-b1:8000), sse-b2 (sse-b2:8000)", "10.0.0.1:8000, 10.0.0.2:8000"),
     ),
 ]
 CONTROLS = [
@@ -158,6 +183,18 @@ CONTROLS = [
             },
         },
     ),
+    # inventory/example as it is: its wiring (upstreams by ansible_host, bind, peers)
+    # passes every check of the release; only the secret and the TLS files it names
+    # (which exist on a real controller) are given here
+    Case(
+        "inventory-example",
+        {
+            "vault_sse_backend_publish_token": "from-ansible-vault",
+            "sse_nginx_tls_cert": "",
+            "sse_nginx_tls_key": "",
+        },
+        inventory=ROOT / "inventory" / "example",
+    ),
 ]
 
 
@@ -184,6 +221,8 @@ def test_rejected_before_any_host_changes(case: Case, runs: dict[str, Future[Run
     for task in failed:
         for message in task.messages:
             assert case.names in message, f"{message!r} does not name {case.names}\n{details}"
+            for text in case.also:
+                assert text in message, f"{message!r} lacks {text!r}\n{details}"
     assert FIRST_HOST_TASK not in " ".join(t.name for t in run.tasks), details
     assert all(host["changed"] == 0 for host in run.stats.values()), details
 
