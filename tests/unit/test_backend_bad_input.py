@@ -256,6 +256,7 @@ HOST_TASKS = ["Create the service user", "Install what a Python virtualenv needs
 BAD = [
     Case("peers-no-port", {"sse_backend_peers": ["backend2"]}, "sse_backend_peers"),
     Case("peers-joined", {"sse_backend_peers": ["b1:8000,b2:8000"]}, "sse_backend_peers"),
+    Case("keep-releases-0", {"sse_backend_keep_releases": 0}, "sse_backend_keep_releases"),
     Case("keepalive-0", {"sse_backend_keepalive_interval": 0}, "sse_backend_keepalive_interval"),
     Case("keepalive--1", {"sse_backend_keepalive_interval": -1}, "sse_backend_keepalive_interval"),
     Case(

@@ -23,6 +23,9 @@ published, so its streams are idle and the keepalive check sees it) fails the fi
 batch's direct check: that batch goes back to 2.0.0 and serves again, the second
 backend is never touched (same main process, no 3.0.0 installed, its streams never
 interrupted), no stream ever reaches 3.0.0, and the run fails naming the failed check.
+
+Last, playbooks/rollback.yml: a target that is not installed is refused before anything
+changes; back one release (to 1.0.0); then to a named one (2.0.0); each run verifies.
 """
 
 from __future__ import annotations
@@ -190,4 +193,30 @@ def test_broken_release_is_rolled_back(playbook, backends) -> None:
     assert_reconnects_resume(held, publishing=False)
 
     # and new streams through the proxy open on 2.0.0 (round robin: both backends)
+    assert {open_stream() for _ in range(4)} == {"200 2.0.0 :ok"}
+
+
+def test_rollback_back_one_then_to_a_named_release(playbook, backends) -> None:
+    """playbooks/rollback.yml: a release that is not installed is refused before anything
+    changes, naming the variable; back one release; then to a named one; each verified."""
+    before = backends()
+    assert {(b.version, b.current) for b in before.values()} == {("2.0.0", "2.0.0")}, before
+
+    proc = playbook("playbooks/rollback.yml", "-e", "sse_backend_rollback_to=9.9.9", check=False)
+    output = " ".join(proc.stdout.split())
+    assert proc.returncode != 0, "a rollback to a release that is not installed passed"
+    assert "sse_backend_rollback_to: release 9.9.9 is not installed" in output, output[-3000:]
+    assert backends() == before, "a refused rollback changed a backend"
+
+    playbook("playbooks/rollback.yml")  # back one: the release installed before 2.0.0
+    back = backends()
+    for name in BACKENDS:
+        assert (back[name].version, back[name].current) == ("1.0.0", "1.0.0"), back[name]
+        assert back[name].pid != before[name].pid and back[name].active == "active"
+    assert {open_stream() for _ in range(4)} == {"200 1.0.0 :ok"}
+
+    playbook("playbooks/rollback.yml", "-e", "sse_backend_rollback_to=2.0.0")
+    again = backends()
+    for name in BACKENDS:
+        assert (again[name].version, again[name].current) == ("2.0.0", "2.0.0"), again[name]
     assert {open_stream() for _ in range(4)} == {"200 2.0.0 :ok"}
