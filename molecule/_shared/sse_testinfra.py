@@ -5,14 +5,57 @@
 - `direct_host()` turns molecule's ansible:// host into a podman:// one: the same
   container, reached with `podman exec` instead of one Ansible run per command, which
   makes a test run several times faster.
+- `run_playbook()` runs a playbook of the project from the controller against the
+  molecule inventory, exactly as a user would, keeping its output for a failure.
 """
 
 from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import time
+from pathlib import Path
 
 import pytest
 import testinfra
 
 JOURNAL_LINES = 80
+PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY") or Path(__file__).resolve().parents[2])
+LOGS = PROJECT / ".cache" / "logs"  # each playbook run's output, for reading a failure
+
+
+def tail(output: str, lines: int = 80) -> str:
+    return "\n".join(output.splitlines()[-lines:])
+
+
+def run_playbook(
+    path: str, *args: str, check: bool = True, timeout: float = 900, log_prefix: str = "playbook"
+) -> subprocess.CompletedProcess[str]:
+    """ansible-playbook PATH (relative to the project) against the molecule inventory, from
+    the project folder (its ansible.cfg and roles). Output in .cache/logs/<prefix>-run-NN.log;
+    fails on a non-zero exit unless check=False."""
+    inventory = os.environ.get("MOLECULE_INVENTORY_FILE", "")
+    assert inventory, "MOLECULE_INVENTORY_FILE is not set (run through molecule verify)"
+    cmd = ["ansible-playbook", "-i", inventory, path, *args]
+    started = time.monotonic()
+    proc = subprocess.run(
+        cmd,
+        cwd=PROJECT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    took = time.monotonic() - started
+    LOGS.mkdir(parents=True, exist_ok=True)
+    log = LOGS / f"{log_prefix}-run-{len(list(LOGS.glob(f'{log_prefix}-run-*.log'))) + 1:02d}.log"
+    log.write_text(f"$ {shlex.join(cmd)}\n{proc.stdout}")
+    print(f"  {shlex.join(cmd[3:])}: exit {proc.returncode} ({took:.0f} s; output: {log})")
+    if check:
+        assert proc.returncode == 0, f"{shlex.join(cmd)} failed:\n{tail(proc.stdout)}"
+    return proc
 
 
 def direct_host(host):

@@ -5,7 +5,6 @@ through the proxy from inside the proxy container (files/hold_streams.py)."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import subprocess
@@ -16,11 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sse_testinfra import LOGS, run_playbook
 
-PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY") or Path(__file__).resolve().parents[3])
-INVENTORY = os.environ.get("MOLECULE_INVENTORY_FILE", "")
 PLAYBOOK_TIMEOUT = 900
-LOGS = PROJECT / ".cache" / "logs"  # each playbook run's output, for reading a failure
 
 PROXY = "cluster-proxy"
 BACKENDS = ("cluster-backend1", "cluster-backend2")  # the batches, in inventory order
@@ -49,37 +46,14 @@ def podman_exec(container: str, *cmd: str, check: bool = True) -> str:
     return proc.stdout
 
 
-def tail(output: str, lines: int = 80) -> str:
-    return "\n".join(output.splitlines()[-lines:])
-
-
 @pytest.fixture(scope="session")
 def playbook() -> Callable[..., subprocess.CompletedProcess[str]]:
-    """Run a playbook of the project against the molecule inventory, from the project
-    folder (its ansible.cfg and roles); fail on a non-zero exit unless check=False."""
-    assert INVENTORY, "MOLECULE_INVENTORY_FILE is not set (run through molecule verify)"
+    """Run a playbook of the project against the molecule inventory (sse_testinfra)."""
 
     def run(name: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        cmd = ["ansible-playbook", "-i", INVENTORY, name, *args]
-        started = time.monotonic()
-        proc = subprocess.run(
-            cmd,
-            cwd=PROJECT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            timeout=PLAYBOOK_TIMEOUT,
-            check=False,
+        return run_playbook(
+            name, *args, check=check, timeout=PLAYBOOK_TIMEOUT, log_prefix="cluster"
         )
-        took = time.monotonic() - started
-        LOGS.mkdir(parents=True, exist_ok=True)
-        log = LOGS / f"cluster-{len(list(LOGS.glob('cluster-run-*.log'))) + 1:02d}.log"
-        log = log.with_name(log.name.replace("cluster-", "cluster-run-"))
-        log.write_text(f"$ {shlex.join(cmd)}\n{proc.stdout}")
-        print(f"  {shlex.join(cmd[3:])}: exit {proc.returncode} ({took:.0f} s; output: {log})")
-        if check:
-            assert proc.returncode == 0, f"{shlex.join(cmd)} failed:\n{tail(proc.stdout)}"
-        return proc
 
     return run
 

@@ -18,16 +18,13 @@ import os
 import re
 import shlex
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
+from sse_testinfra import run_playbook
 
-PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY") or Path(__file__).resolve().parents[3])
-INVENTORY = os.environ.get("MOLECULE_INVENTORY_FILE", "")
 HOST = "diagnose-debian12"  # the report is <report dir>/<inventory_hostname>.json
 PLAYBOOK_TIMEOUT = 600
 
@@ -42,10 +39,6 @@ CURRENT = "/var/lib/sse/sse-backend/current"
 BACKUP = "/root/diagnose-test-backup"
 # what a diagnose run must leave byte-identical
 WATCHED = ["/etc/nginx", UNIT_DIR]
-
-
-def _tail(output: str, lines: int = 60) -> str:
-    return "\n".join(output.splitlines()[-lines:])
 
 
 def run_on_target(host, script: str) -> str:
@@ -97,26 +90,12 @@ def _state(host) -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def playbook() -> Callable[..., subprocess.CompletedProcess[str]]:
-    """Run playbooks/<name> against the molecule inventory from the project (its ansible.cfg)."""
-    assert INVENTORY, "MOLECULE_INVENTORY_FILE is not set (run through molecule verify)"
+    """Run playbooks/<name> against the molecule inventory (sse_testinfra)."""
 
     def run(name: str, *args: str) -> subprocess.CompletedProcess[str]:
-        cmd = ["ansible-playbook", "-i", INVENTORY, f"playbooks/{name}", *args]
-        started = time.monotonic()
-        proc = subprocess.run(
-            cmd,
-            cwd=PROJECT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            timeout=PLAYBOOK_TIMEOUT,
-            check=False,
+        return run_playbook(
+            f"playbooks/{name}", *args, timeout=PLAYBOOK_TIMEOUT, log_prefix="diagnose"
         )
-        print(
-            f"  {shlex.join(cmd[3:])}: exit {proc.returncode} ({time.monotonic() - started:.0f} s)"
-        )
-        assert proc.returncode == 0, f"{shlex.join(cmd)} failed:\n{_tail(proc.stdout)}"
-        return proc
 
     return run
 
