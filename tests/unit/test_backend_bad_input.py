@@ -64,8 +64,9 @@ class Task:
 
 
 @dataclass
-class Run:
-    case: Case
+class Played:
+    """One ansible-playbook run read back through the JSON callback (run_ansible_json)."""
+
     rc: int
     tasks: list[Task]
     stats: dict[str, dict[str, int]]
@@ -75,6 +76,18 @@ class Run:
     def failures(self) -> list[str]:
         return [message for task in self.tasks for message in task.messages]
 
+    def describe(self) -> str:
+        lines = [f"rc={self.rc} stats={self.stats}"]
+        lines += [f"  {t.status:8} {t.name}  [{t.path}] {t.messages or ''}" for t in self.tasks]
+        if self.stderr.strip():
+            lines.append("stderr: " + self.stderr.strip()[-2000:])
+        return "\n".join(lines)
+
+
+@dataclass
+class Run(Played):
+    case: Case
+
     def past_preflight(self, role: str) -> list[str]:
         """Tasks that ran although they are neither validation nor the role's preflight."""
         preflight = str(ROLES / role / "tasks" / "preflight.yml") + ":"
@@ -83,13 +96,6 @@ class Run:
             for task in self.tasks
             if task.action != VALIDATION_ACTION and not task.path.startswith(preflight)
         ]
-
-    def describe(self) -> str:
-        lines = [f"rc={self.rc} stats={self.stats}"]
-        lines += [f"  {t.status:8} {t.name}  [{t.path}] {t.messages or ''}" for t in self.tasks]
-        if self.stderr.strip():
-            lines.append("stderr: " + self.stderr.strip()[-2000:])
-        return "\n".join(lines)
 
 
 def _failure_messages(result: dict[str, Any]) -> list[str]:
@@ -138,17 +144,17 @@ def run_role(role: str, case: Case, workdir: Path) -> Run:
         f"{TARGET} ansible_connection=local ansible_python_interpreter={TRIPWIRE_PYTHON}\n"
     )
     check = ["--check"] if case.check_mode else []
-    result = run_ansible_json(
+    played = run_ansible_json(
         workdir, [*check, "-i", str(inventory), "-c", "local", str(playbook)], case.env
     )
-    return Run(case, *result)
+    return Run(case=case, **vars(played))
 
 
 def run_ansible_json(
     workdir: Path, args: list[str], extra_env: dict[str, str] | None = None
-) -> tuple[int, list[Task], dict[str, dict[str, int]], str, str]:
+) -> Played:
     """ansible-playbook ARGS in WORKDIR with no ansible.cfg of the repo or the user and the
-    JSON callback; returns rc, every task result, the stats, stdout and stderr."""
+    JSON callback: the exit code, every task result, the stats, stdout and stderr."""
     config = workdir / "ansible.cfg"  # empty: neither the repo's nor the user's settings
     config.write_text("")
     env = {
@@ -190,7 +196,7 @@ def run_ansible_json(
         for entry in play_report["tasks"]
         for result in entry["hosts"].values()
     ]
-    return proc.returncode, tasks, report["stats"], proc.stdout, proc.stderr
+    return Played(proc.returncode, tasks, report["stats"], proc.stdout, proc.stderr)
 
 
 def start_runs(

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_backend_bad_input import RC_HOST_FAILED, TRIPWIRE_PYTHON, Task, run_ansible_json
+from test_backend_bad_input import RC_HOST_FAILED, TRIPWIRE_PYTHON, Played, run_ansible_json
 
 ROOT = Path(__file__).resolve().parents[2]
 PLAYBOOK = ROOT / "playbooks" / "backend.yml"
@@ -53,19 +53,8 @@ class Case:
 
 
 @dataclass
-class Run:
+class Run(Played):
     case: Case
-    rc: int
-    tasks: list[Task]
-    stats: dict[str, dict[str, int]]
-    stderr: str
-
-    def describe(self) -> str:
-        lines = [f"rc={self.rc} stats={self.stats}"]
-        lines += [f"  {t.status:8} {t.name}  {t.messages or ''}" for t in self.tasks]
-        if self.stderr.strip():
-            lines.append("stderr: " + self.stderr.strip()[-2000:])
-        return "\n".join(lines)
 
 
 # Per host, not in group all: the implicit localhost (the controller-side checks delegated
@@ -113,10 +102,8 @@ def run_release(case: Case, workdir: Path) -> Run:
         sources = ["-i", str(case.inventory), *sources]
     extra = workdir / "extra.json"
     extra.write_text(json.dumps(case.extra_vars))
-    rc, tasks, stats, _, stderr = run_ansible_json(
-        workdir, ["--check", *sources, str(PLAYBOOK), "-e", f"@{extra}"]
-    )
-    return Run(case, rc, tasks, stats, stderr)
+    played = run_ansible_json(workdir, ["--check", *sources, str(PLAYBOOK), "-e", f"@{extra}"])
+    return Run(case=case, **vars(played))
 
 
 BAD = [
