@@ -17,13 +17,16 @@ export PY_COLORS := 0
 SCENARIOS ?= smoke default nginx faults diagnose cluster
 export SCENARIOS
 
-.PHONY: help host venv images lint unit molecule test demo demo-destroy clean bench bench-release
+.PHONY: help host host-check venv images lint unit molecule test demo demo-destroy clean bench bench-release
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
 
 host: ## install missing host packages (podman, runc, mmdebstrap, ...)
 	@tools/host-setup.sh
+
+host-check: images ## prove the capabilities scenarios need (systemd container, names on a network, SSH)
+	@tools/host-check.sh
 
 venv: ## .venv with the pinned toolchain (requirements-dev.txt)
 	@tools/venv.sh
@@ -44,10 +47,10 @@ lint: venv ## yamllint, ansible-lint, syntax check, ruff, offline collections, E
 unit: venv ## unit tests (probe, reference app, tools); no containers
 	pytest -m "not molecule"
 
-molecule: venv images ## molecule scenarios in $(SCENARIOS)
+molecule: venv host-check ## molecule scenarios in $(SCENARIOS)
 	pytest -m molecule
 
-test: venv host images lint ## everything that must pass: lint, unit tests, molecule scenarios
+test: venv host host-check lint ## everything that must pass: lint, unit tests, molecule scenarios
 	pytest
 
 demo: venv images ## deploy into a local systemd container and verify the stream

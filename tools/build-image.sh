@@ -15,9 +15,11 @@ case "$suite" in
   *) die "unknown Debian suite '$suite' (expected bookworm or trixie)" ;;
 esac
 
-# What a target needs before Ansible runs: systemd as PID 1, a user manager
-# (dbus, dbus-user-session, libpam-systemd), python3 for modules, sudo for become.
-packages=systemd,systemd-sysv,dbus,dbus-user-session,libpam-systemd,python3,python3-apt,sudo,procps,iproute2,ca-certificates
+# What a target needs before Ansible runs, as on a real fleet: systemd as PID 1, a user
+# manager (dbus, dbus-user-session, libpam-systemd), python3 for modules, openssh-server
+# and a non-root user `deploy` with passwordless sudo for `become` (the scenarios connect
+# as that user over SSH; its authorized key is installed per run by the scenario).
+packages=systemd,systemd-sysv,dbus,dbus-user-session,libpam-systemd,python3,python3-apt,sudo,procps,iproute2,ca-certificates,openssh-server
 mirror=${SSE_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 recipe_hash=$( { cat "$0"; echo "$suite $packages $mirror"; } | sha256sum | cut -c1-12)
 image="localhost/sse-$name-systemd"
@@ -29,6 +31,12 @@ if podman image exists "$tag"; then
   exit 0
 fi
 
+# Host keys are made by each container at its first start, never shared through the image.
+export ssh_keygen_dropin='[Service]
+ExecStartPre=
+ExecStartPre=/usr/bin/ssh-keygen -A
+ExecStartPre=/usr/sbin/sshd -t'
+
 cache_dir="$here/../.cache/images"
 mkdir -p "$cache_dir"
 tarball="$cache_dir/$name-$recipe_hash.tar"
@@ -38,6 +46,10 @@ echo "building $tag from Debian $suite packages (mmdebstrap)..."
 mmdebstrap --quiet --variant=minbase --include="$packages" --skip=cleanup/apt/lists \
   --customize-hook='rm -f "$1"/etc/machine-id "$1"/var/lib/dbus/machine-id; touch "$1"/etc/machine-id' \
   --customize-hook='chroot "$1" systemctl mask systemd-networkd-wait-online.service getty@tty1.service console-getty.service >/dev/null 2>&1 || true' \
+  --customize-hook='rm -f "$1"/etc/ssh/ssh_host_*' \
+  --customize-hook='mkdir -p "$1"/etc/systemd/system/ssh.service.d && printf "%s\n" "$ssh_keygen_dropin" > "$1"/etc/systemd/system/ssh.service.d/host-keys.conf' \
+  --customize-hook='chroot "$1" useradd --create-home --shell /bin/bash deploy' \
+  --customize-hook='echo "deploy ALL=(ALL:ALL) NOPASSWD: ALL" > "$1"/etc/sudoers.d/deploy && chmod 0440 "$1"/etc/sudoers.d/deploy' \
   "$suite" "$tarball" "$mirror"
 podman import --quiet \
   --change 'CMD ["/lib/systemd/systemd"]' \

@@ -8,18 +8,20 @@ here=$(cd "$(dirname "$0")" && pwd)
 
 # podman + runc + mmdebstrap: systemd containers built from Debian's packages;
 # uidmap/slirp4netns/fuse-overlayfs: rootless podman; openssl: test certificates;
-# python3-venv: the controller's .venv; chromium: the browser end-to-end test drives
+# python3-venv: the controller's .venv; openssh-client: Ansible reaches the scenario
+# containers over SSH, as it reaches a fleet; chromium: the browser end-to-end test drives
 # Debian's build through Playwright (no browser is ever downloaded).
-packages=(podman runc mmdebstrap uidmap slirp4netns fuse-overlayfs openssl python3-venv chromium)
+packages=(podman runc mmdebstrap uidmap slirp4netns fuse-overlayfs openssl python3-venv openssh-client chromium)
 
 command -v dpkg-query >/dev/null 2>&1 || die "this set-up needs a Debian-like host with apt (dpkg-query not found)"
 
-missing=()
-for pkg in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
-done
-
-if [ ${#missing[@]} -gt 0 ]; then
+install_missing() {
+  local missing=() pkg
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -gt 0 ] || return 0
+  local sudo
   if [ "$(id -u)" -eq 0 ]; then
     sudo=()
   elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
@@ -33,8 +35,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   if ! "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/tmp/sse-host-setup.log 2>&1; then
     die "could not install ${missing[*]} with apt-get (log: /tmp/sse-host-setup.log)"
   fi
-fi
+}
+
+install_missing "${packages[@]}"
 
 podman_env
 podman info >/dev/null 2>&1 || die "podman cannot start on this host ('podman info' fails): check 'podman info' output; rootless use needs subuid/subgid entries"
+# Containers on a scenario network reach each other by name (the cluster's proxy -> its
+# backends). Netavark has that built in (aardvark-dns); CNI, podman 4's default on
+# Debian 12, only with the dnsname plugin. tools/host-check.sh proves it works.
+if [ "$(podman info --format '{{.Host.NetworkBackend}}')" = cni ]; then
+  install_missing golang-github-containernetworking-plugin-dnsname
+fi
 echo "host ready: podman $(podman version --format '{{.Client.Version}}'), containers.conf at $CONTAINERS_CONF"
