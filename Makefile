@@ -17,7 +17,7 @@ export PY_COLORS := 0
 SCENARIOS ?= smoke default nginx faults diagnose cluster
 export SCENARIOS
 
-.PHONY: help host host-check venv images lint unit molecule test demo demo-destroy clean bench bench-release
+.PHONY: help host host-check venv images lint unit molecule test test-steps demo demo-destroy clean bench bench-release
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -50,7 +50,14 @@ unit: venv ## unit tests (probe, reference app, tools); no containers
 molecule: venv host-check ## molecule scenarios in $(SCENARIOS)
 	pytest -m molecule
 
-test: venv host host-check lint ## everything that must pass: lint, unit tests, molecule scenarios
+test: ## everything that must pass: set-up, lint, unit tests, molecule scenarios
+	@start=$$(date +%s); $(MAKE) --no-print-directory test-steps; \
+	  printf '{"wall_s": %d, "finished": "%s", "scenarios": "%s", "strategy": "%s"}\n' \
+	    $$(( $$(date +%s) - start )) "$$(date -u '+%Y-%m-%d %H:%M UTC')" "$(SCENARIOS)" \
+	    "$${ANSIBLE_STRATEGY:-linear}" > .cache/make-test.json; \
+	  echo "make test passed in $$(( ($$(date +%s) - start) / 60 )) min (.cache/make-test.json)"
+
+test-steps: venv host host-check lint
 	pytest
 
 demo: venv images ## deploy into a local systemd container and verify the stream

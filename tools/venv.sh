@@ -17,7 +17,7 @@ fi
 version=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 [ "$version" = 3.11 ] || die "the toolchain is pinned for Python 3.11 but $python is $version: set PYTHON=/path/to/python3.11"
 
-want=$(sha256sum "$root/requirements-dev.txt" | cut -c1-16)
+want=$( { cat "$root/requirements-dev.txt" "$0"; } | sha256sum | cut -c1-16)
 if [ -f "$venv/.stamp" ] && [ "$(cat "$venv/.stamp")" = "$want" ]; then
   exit 0
 fi
@@ -28,4 +28,14 @@ if ! "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$root/requi
   grep -v "is ignored: it is neither a file nor a directory" "$log" | tail -20 >&2
   die "pip could not install requirements-dev.txt into .venv (full log: $log)"
 fi
+# `source .venv/bin/activate` then plain `molecule test|converge|login`: the same podman
+# settings and ansible.cfg that `make` exports (the file is written by tools/lib.sh).
+cat >> "$venv/bin/activate" <<ACTIVATE
+
+# added by tools/venv.sh: what \`make\` exports, for molecule and ansible run by hand
+CONTAINERS_CONF="$(cd "$root" && pwd)/.cache/containers.conf"
+ANSIBLE_CONFIG="$(cd "$root" && pwd)/ansible.cfg"
+export CONTAINERS_CONF ANSIBLE_CONFIG
+[ -f "\$CONTAINERS_CONF" ] || echo "sse-deploy: run 'make host' once: \$CONTAINERS_CONF is missing" >&2
+ACTIVATE
 echo "$want" > "$venv/.stamp"
