@@ -16,6 +16,11 @@ export PY_COLORS := 0
 # Molecule scenarios run by `make test`, in order (override: make test SCENARIOS=smoke).
 SCENARIOS ?= smoke default nginx faults diagnose cluster
 export SCENARIOS
+# Lanes of scenarios run side by side (tests/scenarios/test_molecule.py balances them);
+# 0 or a single scenario: one after another in this process, molecule's output live.
+SCENARIO_JOBS ?= 2
+export SCENARIO_JOBS
+SCENARIO_LANES = $(if $(filter 0 1,$(SCENARIO_JOBS))$(filter 1,$(words $(SCENARIOS))),-n 0,-n $(SCENARIO_JOBS) --dist loadgroup -v)
 
 .PHONY: help host host-check venv images lint unit molecule test test-steps demo demo-destroy clean bench bench-release
 
@@ -47,18 +52,19 @@ lint: venv ## yamllint, ansible-lint, syntax check, ruff, offline collections, E
 unit: venv ## unit tests (probe, reference app, tools); no containers
 	pytest -m "not molecule"
 
-molecule: venv host-check ## molecule scenarios in $(SCENARIOS)
-	pytest -m molecule
+molecule: venv host-check ## molecule scenarios in $(SCENARIOS), in $(SCENARIO_JOBS) lanes
+	pytest -m molecule $(SCENARIO_LANES)
 
 test: ## everything that must pass: set-up, lint, unit tests, molecule scenarios
 	@start=$$(date +%s); $(MAKE) --no-print-directory test-steps; \
-	  printf '{"wall_s": %d, "finished": "%s", "scenarios": "%s", "strategy": "%s"}\n' \
+	  printf '{"wall_s": %d, "finished": "%s", "scenarios": "%s", "lanes": %s, "strategy": "%s"}\n' \
 	    $$(( $$(date +%s) - start )) "$$(date -u '+%Y-%m-%d %H:%M UTC')" "$(SCENARIOS)" \
-	    "$${ANSIBLE_STRATEGY:-linear}" > .cache/make-test.json; \
+	    "$(SCENARIO_JOBS)" "$${ANSIBLE_STRATEGY:-linear}" > .cache/make-test.json; \
 	  echo "make test passed in $$(( ($$(date +%s) - start) / 60 )) min (.cache/make-test.json)"
 
 test-steps: venv host host-check lint
-	pytest
+	pytest -m "not molecule"
+	pytest -m molecule $(SCENARIO_LANES)
 
 demo: venv images ## deploy into a local systemd container and verify the stream
 	@tools/demo.sh

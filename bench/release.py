@@ -226,7 +226,7 @@ def make_test_row() -> str:
     wall = run["wall_s"]
     return (
         f"| {goal} | {wall // 60:.0f} min {wall % 60:.0f} s ({run['finished']}, scenarios"
-        f" {run['scenarios']}, strategy {run['strategy']}) |"
+        f" {run['scenarios']} in {run['lanes']} lanes, strategy {run['strategy']}) |"
         f" {'met' if wall <= MAKE_TEST_GOAL_S else 'missed'} |"
     )
 

@@ -1,7 +1,13 @@
 """Each molecule scenario as one test, so `make test` ends with one pytest summary.
 
-Scenarios come from $SCENARIOS (space-separated, in order). Molecule's own output is
-streamed live and also kept in .cache/logs/molecule-<scenario>.log.
+Scenarios come from $SCENARIOS (space-separated, in order). Molecule's own output is kept
+in .cache/logs/molecule-<scenario>.log, and streamed live when the scenarios run in this
+process (`make test SCENARIO_JOBS=0`).
+
+With pytest-xdist (`-n 2 --dist loadgroup`, as `make test` runs them) the scenarios go into
+lanes, one xdist group each, balanced by their measured cost: a lane runs its scenarios in
+order, the lanes side by side. Most of a scenario's wall time is waiting (streams held,
+keepalives awaited, services restarting), so two lanes fit on two cores.
 """
 
 from __future__ import annotations
@@ -11,13 +17,54 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
+SHARED_CONFIG = ROOT / ".config" / "molecule" / "config.yml"
 SCENARIOS = os.environ.get("SCENARIOS", "smoke").split()
+LANES = max(1, int(os.environ.get("SCENARIO_JOBS", "1")))
+# minutes each scenario took alone over SSH on our 2-core machines (README, Numbers);
+# only their proportions matter, to balance the lanes
+COST = {"smoke": 1, "default": 4, "nginx": 2.5, "faults": 4.5, "diagnose": 2.5, "cluster": 7}
+
+
+def platforms(scenario: str) -> set[str]:
+    """The container names a scenario creates (its own, or the shared config's)."""
+    for config in (ROOT / "molecule" / scenario / "molecule.yml", SHARED_CONFIG):
+        found = (yaml.safe_load(config.read_text()) or {}).get("platforms")
+        if found:
+            return {p["name"] for p in found}
+    return set()
+
+
+def lanes(scenarios: list[str], count: int) -> dict[str, int]:
+    """Each scenario's lane. Scenarios that create the same containers (smoke and default
+    share the shared config's) never run side by side: they form one unit. Units go
+    longest first, each to the lane with the least work so far; a lane keeps the order
+    of $SCENARIOS."""
+    units: list[list[str]] = []
+    for name in scenarios:
+        joined = [u for u in units if any(platforms(name) & platforms(o) for o in u)]
+        merged = [s for u in joined for s in u] + [name]
+        units = [u for u in units if u not in joined] + [merged]
+    load = [0.0] * count
+    lane_of: dict[str, int] = {}
+    for unit in sorted(units, key=lambda u: -sum(COST.get(s, 5) for s in u)):
+        lane = min(range(count), key=lambda i: load[i])
+        for name in unit:
+            lane_of[name] = lane
+        load[lane] += sum(COST.get(s, 5) for s in unit)
+    return lane_of
+
+
+LANE_OF = lanes(SCENARIOS, LANES)
 
 
 @pytest.mark.molecule
-@pytest.mark.parametrize("scenario", SCENARIOS)
+@pytest.mark.parametrize(
+    "scenario",
+    [pytest.param(s, marks=pytest.mark.xdist_group(f"lane{LANE_OF[s]}")) for s in SCENARIOS],
+)
 def test_scenario(scenario: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert (ROOT / "molecule" / scenario / "molecule.yml").is_file(), f"no scenario {scenario}"
     log_dir = ROOT / ".cache" / "logs"
@@ -40,4 +87,7 @@ def test_scenario(scenario: str, capsys: pytest.CaptureFixture[str]) -> None:
             log.write(line)
             print(line, end="", flush=True)
         rc = proc.wait()
-    assert rc == 0, f"molecule test -s {scenario} failed (exit {rc}); log: {log_path}"
+    if rc != 0:
+        # under xdist nothing was shown live: the end of the log says what failed
+        tail = "".join(log_path.read_text().splitlines(keepends=True)[-60:])
+        pytest.fail(f"molecule test -s {scenario} failed (exit {rc}); log: {log_path}\n{tail}")
