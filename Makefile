@@ -20,7 +20,7 @@ export SCENARIOS
 # 0 or a single scenario: one after another in this process, molecule's output live.
 SCENARIO_JOBS ?= 2
 export SCENARIO_JOBS
-SCENARIO_LANES = $(if $(filter 0 1,$(SCENARIO_JOBS))$(filter 1,$(words $(SCENARIOS))),-n 0,-n $(SCENARIO_JOBS) --dist loadgroup -v)
+SCENARIO_LANES = $(if $(filter 0 1,$(SCENARIO_JOBS))$(filter 1,$(words $(SCENARIOS))),-n 0,-n $(SCENARIO_JOBS) --dist loadscope -v)
 
 .PHONY: help host host-check venv images lint unit molecule test test-steps demo demo-destroy clean bench bench-release
 
