@@ -12,10 +12,12 @@ profile_tasks (ansible.cfg) and its output kept in .cache/bench-release/logs/:
   rolling    a release to both backends, batch by batch (drain, restart, verify,
              undrain, verify through nginx), --repeat times
 
-and writes bench/results/RELEASE.md and release.json: the median wall time of each kind
-and its range, changed tasks per host, the ratios between kinds (same run, same
-machine), and the slowest tasks of the median run. Bounded: every playbook has a
-timeout; the containers are destroyed at the end (--keep leaves them).
+once per Ansible strategy (--strategies: linear, then mitogen_linear), each on fresh
+containers, and writes bench/results/RELEASE.md and release.json: the median wall time of
+each kind and its range, changed tasks per host, the goals of issue 13 (with the last
+passing `make test` from .cache/make-test.json), the ratios between kinds and strategies
+(same run, same machine), and the slowest tasks of the median run. Bounded: every
+playbook has a timeout; the containers are destroyed at the end (--keep leaves them).
 """
 
 from __future__ import annotations
@@ -97,7 +99,11 @@ class Bench:
             # every task in profile_tasks' summary, not only the slowest 20
             PROFILE_TASKS_TASK_OUTPUT_LIMIT="all",
         )
+        # the strategy is set per site.yml run, never for molecule's own playbooks
+        self.env.pop("ANSIBLE_STRATEGY", None)
         self.runs: list[dict[str, Any]] = []
+        self.failed: dict[str, str] = {}
+        self.strategy = "linear"
         LOGS.mkdir(parents=True, exist_ok=True)
 
     def molecule(self, action: str) -> None:
@@ -112,10 +118,11 @@ class Bench:
         number = len(self.runs) + 1
         cmd = ["ansible-playbook", "-i", str(EPHEMERAL / "inventory"), "site.yml", *extra]
         before = pids()
-        log = LOGS / f"{number:02d}-{kind}.log"
+        log = LOGS / f"{number:02d}-{self.strategy}-{kind}.log"
+        env = dict(self.env, ANSIBLE_STRATEGY=self.strategy)
         start = time.monotonic()
         proc = subprocess.run(
-            cmd, cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=PLAYBOOK_TIMEOUT,
+            cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=PLAYBOOK_TIMEOUT,
         )  # fmt: skip
         wall = time.monotonic() - start
         log.write_text(f"$ {shlex.join(cmd)}\n{proc.stdout}{proc.stderr}")
@@ -123,6 +130,7 @@ class Bench:
         run = parse(proc.stdout)
         run.update(
             kind=kind,
+            strategy=self.strategy,
             args=" ".join(extra),
             wall_s=round(wall, 1),
             exit=proc.returncode,
@@ -130,8 +138,8 @@ class Bench:
             restarted=sorted(k for k in before if before[k] != after[k]),
         )
         print(
-            f"{number:2d} {kind:9s} {wall:6.1f} s  exit {proc.returncode}  changed"
-            f" {run['changed']}  restarted/reloaded {run['restarted'] or 'nothing'}",
+            f"{number:2d} {self.strategy:14s} {kind:9s} {wall:6.1f} s  exit {proc.returncode}"
+            f"  changed {run['changed']}  restarted/reloaded {run['restarted'] or 'nothing'}",
             flush=True,
         )
         if proc.returncode != 0:
@@ -142,10 +150,23 @@ class Bench:
         return run
 
     def run(self) -> None:
+        """The same sequence once per strategy, each on fresh containers. The strategy is
+        set for the site.yml runs only: molecule's own create playbook waits forever on its
+        async task under mitogen (mitogen-hq/mitogen#835)."""
+        for strategy in self.args.strategies:
+            self.strategy = strategy
+            try:
+                self.run_strategy()
+            except SystemExit as failure:  # one strategy failing does not hide the others
+                self.failed[strategy] = str(failure)
+                self.runs = [r for r in self.runs if r["strategy"] != strategy]
+                print(f"{strategy}: {failure}", flush=True)
+
+    def run_strategy(self) -> None:
         a = self.args
         self.molecule("destroy")
         self.molecule("create")
-        self.molecule("prepare")  # the SSH key, known_hosts and ports of this run
+        self.molecule("prepare")  # the SSH key, known_hosts and config of this run
         try:
             self.site("first", expect_restart=True)
             for _ in range(a.repeat):
@@ -191,19 +212,17 @@ def parse(out: str) -> dict[str, Any]:
 
 
 def connection() -> str:
-    """How Ansible reached the containers in this run: the molecule connection options,
-    ansible.cfg's SSH settings and the strategy."""
+    """How Ansible reached the containers: the molecule connection options and SSH
+    settings (the strategy is given per run)."""
     import yaml  # ansible's dependency, in the venv
 
     shared = yaml.safe_load((ROOT / ".config/molecule/config.yml").read_text())
     provisioner = shared["provisioner"]
     options = provisioner["connection_options"]
     ssh = provisioner["config_options"]["ssh_connection"]
-    strategy = os.environ.get("ANSIBLE_STRATEGY", "linear")
     return (
         f"{options['ansible_connection']} as {options['ansible_user']} with become,"
-        f" pipelining {'on' if ssh['pipelining'] else 'off'}, `{ssh['ssh_args']}`,"
-        f" strategy {strategy}"
+        f" pipelining {'on' if ssh['pipelining'] else 'off'}, `{ssh['ssh_args']}`"
     )
 
 
@@ -231,16 +250,23 @@ def make_test_row() -> str:
     )
 
 
-def write_report(
-    runs: list[dict[str, Any]], meta: dict[str, Any], args: argparse.Namespace
-) -> None:
-    kinds = ["first", "no-change", "one-host", "rolling"]
+KINDS = ["first", "no-change", "one-host", "rolling"]
+LABELS = {
+    "first": "first deploy (1.0.0)",
+    "no-change": "no-change `site.yml`",
+    "one-host": "one-host release (`--limit proxy,backendN`)",
+    "rolling": "rolling release, 2 backends, `serial: 1`",
+}
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per kind (of one strategy's runs): count, median, range, what changed, the run
+    nearest the median."""
     summary: dict[str, dict[str, Any]] = {}
-    for kind in kinds:
+    for kind in KINDS:
         of_kind = [r for r in runs if r["kind"] == kind]
         walls = sorted(r["wall_s"] for r in of_kind)
         median = statistics.median(walls)
-        typical = min(of_kind, key=lambda r: abs(r["wall_s"] - median))
         summary[kind] = {
             "n": len(walls),
             "median_s": round(median, 1),
@@ -248,15 +274,83 @@ def write_report(
             "max_s": walls[-1],
             "changed": [r["changed"] for r in of_kind],
             "restarted": [r["restarted"] for r in of_kind],
-            "median_run": typical,
+            "median_run": min(of_kind, key=lambda r: abs(r["wall_s"] - median)),
         }
+    return summary
+
+
+def goal_met(kind: str, k: dict[str, Any]) -> bool:
+    met = k["median_s"] <= GOALS_S[kind]
+    if kind == "no-change":  # and it really changed and restarted nothing
+        met = met and not any(any(c.values()) for c in k["changed"]) and not any(k["restarted"])
+    return met
+
+
+def time_split(kind: str, strategy: str, run: dict[str, Any], top: int) -> list[str]:
+    tasks = sorted(run["tasks"], key=lambda t: -t[1])[:top]
+    total = sum(t for _, t in run["tasks"])
+    # over 0.2 s: the tasks that ran a module in a container (the rest are checks,
+    # skips and facts on the controller)
+    remote = [t for _, t in run["tasks"] if t > 0.2] or [0.0]
+    return [
+        f"## Where the median {kind} run spends its time, {strategy} ({run['log']})",
+        "",
+        f"{len(run['tasks'])} task results, {total:.1f} s of task time; {len(remote)} of them"
+        f" over 0.2 s (a module run in a container) take {sum(remote):.1f} s, median"
+        f" {statistics.median(remote):.2f} s each. Wall {run['wall_s']:.1f} s"
+        f" (profile_tasks' clock {run['ansible_s']:.1f} s, the rest is Ansible's start).",
+        "",
+        "| play | s | tasks |",
+        "| --- | --- | --- |",
+        *(f"| {name} | {t:.1f} | {n} |" for name, t, n in run["plays"]),
+        "",
+        "| task | s |",
+        "| --- | --- |",
+        *(f"| {name} | {t:.2f} |" for name, t in tasks),
+        "",
+    ]
+
+
+def why_missed(strategy: str, summary: dict[str, dict[str, Any]]) -> list[str]:
+    """Where a missed release goal's time goes, from the median no-change run."""
+    missed = [kind for kind in GOALS_S if not goal_met(kind, summary[kind])]
+    if not missed:
+        return []
+    run = summary["no-change"]["median_run"]
+    named = {"hold": "Hold the stream open", "wheelhouse": "Build the wheelhouse"}
+    fixed = {k: sum(t for n, t in run["tasks"] if v in n) for k, v in named.items()}
+    remote = [t for n, t in run["tasks"] if t > 0.2 and not any(v in n for v in named.values())]
+    return [
+        f"Why {', '.join(missed)} missed with {strategy}: in the median no-change run the"
+        f" stream checks hold {fixed['hold']:.1f} s, the wheelhouse is rebuilt on the controller"
+        f" ({fixed['wheelhouse']:.1f} s), and {len(remote)} other module runs on the hosts take"
+        f" {sum(remote):.1f} s (median {statistics.median(remote or [0.0]):.2f} s each over SSH"
+        " with pipelining). What would move it: fewer tasks per batch (the per-batch play"
+        " runs every step even when nothing changed), a wheelhouse that is a cache hit when"
+        " the locked dependencies did not change, and a connection that costs less per task"
+        " (mitogen, measured beside it here).",
+        "",
+    ]
+
+
+def write_report(
+    runs: list[dict[str, Any]],
+    meta: dict[str, Any],
+    args: argparse.Namespace,
+    failed: dict[str, str] | None = None,
+) -> None:
+    strategies = list(dict.fromkeys(r.get("strategy", "linear") for r in runs))
+    summary = {
+        strategy: summarize([r for r in runs if r.get("strategy", "linear") == strategy])
+        for strategy in strategies
+    }
+    failed = failed if failed is not None else meta.get("failed", {})
+    meta["failed"] = failed
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "release.json").write_text(
         json.dumps({"meta": meta, "runs": runs, "summary": summary}, indent=1) + "\n"
     )
     other = sh(["podman", "ps", "--format", "{{.Names}}"]).split() if args.keep else []
-    s = summary
-    no_change = s["no-change"]
     lines = [
         "# Benchmark: what a release costs on the cluster (profile_tasks)",
         "",
@@ -266,81 +360,67 @@ def write_report(
         f" {meta['cores']} cores, {meta['platform']}, load average {meta['load_end']} at the"
         " end. Molecule scenario `cluster`: one proxy and two backend"
         " containers on one podman network, each reached on a port published on 127.0.0.1."
-        f" Connection: {meta.get('connection', 'podman exec')}. Keepalive 2 s, stream check"
-        " hold 7 s.",
+        f" Connection: {meta.get('connection', 'podman exec')}; each strategy"
+        f" ({', '.join(strategies)}) on fresh containers, one after the other. Keepalive 2 s,"
+        " stream check hold 7 s.",
         "",
-        "| run | n | median wall (s) | range (s) | changed tasks per host"
+        "| strategy | run | n | median wall (s) | range (s) | changed tasks per host"
         " | restarted or reloaded |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    labels = {
-        "first": "first deploy (1.0.0)",
-        "no-change": "no-change `site.yml`",
-        "one-host": "one-host release (`--limit proxy,backendN`)",
-        "rolling": "rolling release, 2 backends, `serial: 1`",
-    }
-    for kind in kinds:
-        k = s[kind]
-        changed = "; ".join(
-            ", ".join(f"{h.replace('cluster-', '')} {n}" for h, n in sorted(c.items()))
-            for c in k["changed"]
-        )
-        restarted = "; ".join(
-            ", ".join(x.replace("cluster-", "") for x in r) or "nothing" for r in k["restarted"]
-        )
-        lines.append(
-            f"| {labels[kind]} | {k['n']} | {k['median_s']:.1f} | {k['min_s']:.1f}-{k['max_s']:.1f}"
-            f" | {changed} | {restarted} |"
-        )
-    lines += ["", "## Goals (issue 13)", "", "| goal | measured | verdict |", "| --- | --- | --- |"]
-    for kind, goal in GOALS_S.items():
-        k = s[kind]
-        met = k["median_s"] <= goal
-        if kind == "no-change":
-            met = met and all(not any(c.values()) for c in k["changed"])
-            detail = (
-                f", changed {sum(sum(c.values()) for c in k['changed'])} in all, restarted"
-                f" {'nothing' if not any(k['restarted']) else k['restarted']}"
+    for strategy in strategies:
+        for kind in KINDS:
+            k = summary[strategy][kind]
+            changed = "; ".join(
+                ", ".join(f"{h.replace('cluster-', '')} {n}" for h, n in sorted(c.items()))
+                for c in k["changed"]
             )
-        else:
-            detail = ""
-        lines.append(
-            f"| {labels[kind]}: {goal:.0f} s or less | median {k['median_s']:.1f} s over"
-            f" {k['n']} runs{detail} | {'met' if met else 'missed'} |"
-        )
-    lines.append(make_test_row())
+            restarted = "; ".join(
+                ", ".join(x.replace("cluster-", "") for x in r) or "nothing" for r in k["restarted"]
+            )
+            lines.append(
+                f"| {strategy} | {LABELS[kind]} | {k['n']} | {k['median_s']:.1f}"
+                f" | {k['min_s']:.1f}-{k['max_s']:.1f} | {changed} | {restarted} |"
+            )
     lines += [
         "",
-        "Ratios (same run): rolling release / one-host release"
-        f" {s['rolling']['median_s'] / s['one-host']['median_s']:.2f}x; one-host release /"
-        f" no-change run {s['one-host']['median_s'] / no_change['median_s']:.2f}x; rolling"
-        f" release / first deploy {s['rolling']['median_s'] / s['first']['median_s']:.2f}x.",
+        "## Goals (issue 13)",
         "",
+        "| goal | " + " | ".join(f"{s} (median)" for s in strategies) + " |",
+        "| --- |" + " --- |" * len(strategies),
     ]
-    for kind in ("no-change", "one-host", "rolling"):
-        run = s[kind]["median_run"]
-        top = sorted(run["tasks"], key=lambda t: -t[1])[: args.top]
-        total = sum(t for _, t in run["tasks"])
-        # over 0.2 s: the tasks that ran a module in a container (the rest are checks,
-        # skips and facts on the controller)
-        remote = [t for _, t in run["tasks"] if t > 0.2] or [0.0]
-        lines += [
-            f"## Where the median {kind} run spends its time ({run['log']})",
-            "",
-            f"{len(run['tasks'])} task results, {total:.1f} s of task time; {len(remote)} of them"
-            f" over 0.2 s (a module run in a container) take {sum(remote):.1f} s, median"
-            f" {statistics.median(remote):.2f} s each. Wall {run['wall_s']:.1f} s"
-            f" (profile_tasks' clock {run['ansible_s']:.1f} s, the rest is Ansible's start).",
-            "",
-            "| play | s | tasks |",
-            "| --- | --- | --- |",
-            *(f"| {name} | {t:.1f} | {n} |" for name, t, n in run["plays"]),
-            "",
-            "| task | s |",
-            "| --- | --- |",
-            *(f"| {name} | {t:.2f} |" for name, t in top),
-            "",
+    for kind, goal in GOALS_S.items():
+        cells = []
+        for strategy in strategies:
+            k = summary[strategy][kind]
+            verdict = "met" if goal_met(kind, k) else "missed"
+            cells.append(f"{k['median_s']:.1f} s over {k['n']}: {verdict}")
+        extra = ", changed=0, nothing restarted" if kind == "no-change" else ""
+        lines.append(f"| {LABELS[kind]}: {goal:.0f} s or less{extra} | " + " | ".join(cells) + " |")
+    lines += ["", "| goal | measured | verdict |", "| --- | --- | --- |", make_test_row(), ""]
+    lines += [
+        f"Strategy {name} failed and is not in the tables: {why}" for name, why in failed.items()
+    ]
+    lines += [""] if failed else []
+    base = summary[strategies[0]]
+    lines += why_missed(strategies[0], base)
+    ratios = [
+        f"rolling release / one-host release"
+        f" {base['rolling']['median_s'] / base['one-host']['median_s']:.2f}x",
+        f"one-host release / no-change run"
+        f" {base['one-host']['median_s'] / base['no-change']['median_s']:.2f}x",
+    ]
+    for strategy in strategies[1:]:
+        ratios += [
+            f"{kind} {strategies[0]} / {strategy}"
+            f" {base[kind]['median_s'] / summary[strategy][kind]['median_s']:.2f}x"
+            for kind in ("no-change", "one-host", "rolling")
         ]
+    lines += [f"Ratios (same run): {'; '.join(ratios)}.", ""]
+    for strategy in strategies:
+        for kind in ("no-change", "one-host", "rolling"):
+            run = summary[strategy][kind]["median_run"]
+            lines += time_split(kind, strategy, run, args.top)
     if other:
         lines.append(f"Containers left running (--keep): {', '.join(other)}.")
     (RESULTS / "RELEASE.md").write_text("\n".join(lines).rstrip() + "\n")
@@ -352,6 +432,12 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3, help="no-change and rolling runs")
     parser.add_argument("--top", type=int, default=12, help="slowest tasks listed per kind")
     parser.add_argument("--keep", action="store_true", help="leave the containers running")
+    parser.add_argument(
+        "--strategies",
+        type=lambda v: v.split(","),
+        default=["linear", "mitogen_linear"],
+        help="Ansible strategies, comma-separated, each measured in turn (default: %(default)s)",
+    )
     parser.add_argument(
         "--report-only", action="store_true", help="rewrite the report from release.json"
     )
@@ -366,7 +452,9 @@ def main() -> int:
         return 0
     bench = Bench(args)
     bench.run()
-    write_report(bench.runs, machine(), args)
+    if not bench.runs:
+        raise SystemExit(f"every strategy failed: {bench.failed}")
+    write_report(bench.runs, machine(), args, bench.failed)
     return 0
 
 
