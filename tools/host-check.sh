@@ -2,7 +2,7 @@
 # Check the capabilities the scenarios rely on, not only the packages, before any scenario
 # starts: a systemd container reaches `running`, two containers on a scenario network
 # resolve each other by name, and sshd in a container answers on a port published on
-# 127.0.0.1. Each failure is one line: what is missing and how to fix it. About 10 s.
+# 127.0.0.1. Each failure is one line: what is missing and how to fix it. About 5 s.
 #   tools/host-check.sh [image]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)

@@ -44,18 +44,20 @@ def lanes(scenarios: list[str], count: int) -> dict[str, int]:
     share the shared config's) never run side by side: they form one unit. Units go
     longest first, each to the lane with the least work so far; a lane keeps the order
     of $SCENARIOS."""
+    names = {name: platforms(name) for name in scenarios}  # each molecule.yml read once
     units: list[list[str]] = []
     for name in scenarios:
-        joined = [u for u in units if any(platforms(name) & platforms(o) for o in u)]
+        joined = [u for u in units if any(names[name] & names[other] for other in u)]
         merged = [s for u in joined for s in u] + [name]
         units = [u for u in units if u not in joined] + [merged]
+    cost = {tuple(u): sum(COST.get(s, 5) for s in u) for u in units}
     load = [0.0] * count
     lane_of: dict[str, int] = {}
-    for unit in sorted(units, key=lambda u: -sum(COST.get(s, 5) for s in u)):
+    for unit in sorted(units, key=lambda u: -cost[tuple(u)]):
         lane = min(range(count), key=lambda i: load[i])
         for name in unit:
             lane_of[name] = lane
-        load[lane] += sum(COST.get(s, 5) for s in unit)
+        load[lane] += cost[tuple(unit)]
     return lane_of
 
 
