@@ -17,7 +17,7 @@ fi
 version=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 [ "$version" = 3.11 ] || die "the toolchain is pinned for Python 3.11 but $python is $version: set PYTHON=/path/to/python3.11"
 
-want=$( { cat "$root/requirements-dev.txt" "$0"; } | sha256sum | cut -c1-16)
+want=$( { cat "$root/requirements-dev.txt" "$root/pyproject.toml" "$0"; } | sha256sum | cut -c1-16)
 if [ -f "$venv/.stamp" ] && [ "$(cat "$venv/.stamp")" = "$want" ]; then
   exit 0
 fi
@@ -27,6 +27,13 @@ log="$venv/pip-install.log"
 if ! "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$root/requirements-dev.txt" >"$log" 2>&1; then
   grep -v "is ignored: it is neither a file nor a directory" "$log" | tail -20 >&2
   die "pip could not install requirements-dev.txt into .venv (full log: $log)"
+fi
+# the `sseprobe` command: the repository's own package (pyproject.toml), editable so the
+# probe in collections/ is used as it is on disk; the venv's setuptools builds it (offline)
+if ! "$venv/bin/pip" install --quiet --disable-pip-version-check --no-build-isolation \
+    --no-deps -e "$root" >"$log" 2>&1; then
+  tail -20 "$log" >&2
+  die "pip could not install the repository's sseprobe package into .venv (full log: $log)"
 fi
 # `source .venv/bin/activate` then plain `molecule test|converge|login`: the same podman
 # settings and ansible.cfg that `make` exports (the file is written by tools/lib.sh).

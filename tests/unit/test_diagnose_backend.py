@@ -8,9 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from module_utils_loader import load_module_util as _load
-
-be = _load("sse_diagnose_backend")
+from ansible_collections.sse.stack.plugins.module_utils import sse_diagnose_backend as be
 
 PROJECT_EXEC = (
     "{ path=/var/lib/sse/sse-backend/current/venv/bin/gunicorn ;"

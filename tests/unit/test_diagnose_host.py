@@ -5,30 +5,18 @@ unreadable logs, a backend that is down - findings, never an exception."""
 from __future__ import annotations
 
 import socket
-import sys
 import textwrap
 import time
 from pathlib import Path
 
 import pytest
-from module_utils_loader import PROBE_UTILS
-from module_utils_loader import load_module_util as _load
+from ansible_collections.sse.stack.plugins.module_utils import sse_diagnose_backend as backend_mod
+from ansible_collections.sse.stack.plugins.module_utils import sse_diagnose_host as host
+from ansible_collections.sse.stack.plugins.module_utils import sse_diagnose_verdict as verdict_mod
 from sse_fault_server import INTERVAL, FaultServer
 
 ROOT = Path(__file__).resolve().parents[2]
 
-
-_load("sseprobe", PROBE_UTILS)  # the one probe, as Ansible ships it
-for _name in (
-    "sse_diagnose_nginx",
-    "sse_diagnose_logs",
-    "sse_diagnose_backend",
-    "sse_diagnose_verdict",
-):
-    _load(_name)
-host = _load("sse_diagnose_host")
-verdict_mod = sys.modules["ansible.module_utils.sse_diagnose_verdict"]
-backend_mod = sys.modules["ansible.module_utils.sse_diagnose_backend"]
 
 FAST = {
     "keepalive_interval": INTERVAL,

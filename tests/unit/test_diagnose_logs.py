@@ -5,10 +5,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from module_utils_loader import load_module_util as _load
-
-logs = _load("sse_diagnose_logs")
-ngx = _load("sse_diagnose_nginx")
+from ansible_collections.sse.stack.plugins.module_utils import sse_diagnose_logs as logs
+from ansible_collections.sse.stack.plugins.module_utils import sse_diagnose_nginx as ngx
 
 # role sse_nginx's format, as log_format's strings are joined
 SSE_TIMED = (

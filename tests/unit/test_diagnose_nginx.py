@@ -9,9 +9,7 @@ from __future__ import annotations
 import textwrap
 
 import pytest
-from module_utils_loader import load_module_util as _load
-
-ngx = _load("sse_diagnose_nginx")
+from ansible_collections.sse.stack.plugins.module_utils import sse_diagnose_nginx as ngx
 
 
 def dump(files: dict[str, str]) -> str:

@@ -7,7 +7,7 @@ works as long as it logs ``$status`` and the request (``$request``, ``$request_u
 window and summarizes the requests to the SSE paths by status, flagging 499 (the client
 gave up) and 504 (nginx gave up on the backend) that ended quickly: the incident's symptom.
 
-No Ansible imports: shipped as ``ansible.module_utils.sse_diagnose_logs``.
+No Ansible imports: shipped as the collection module_utils ``sse_diagnose_logs``.
 """
 
 from __future__ import annotations

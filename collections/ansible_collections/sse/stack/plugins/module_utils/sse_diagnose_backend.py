@@ -9,7 +9,7 @@ seconds into a stream); what its journal says.
 Everything that runs a command takes ``run(argv) -> (rc, stdout, stderr)``, so the unit
 tests feed recorded output; nothing here writes anything.
 
-No Ansible imports: shipped as ``ansible.module_utils.sse_diagnose_backend``.
+No Ansible imports: shipped as the collection module_utils ``sse_diagnose_backend``.
 """
 
 from __future__ import annotations

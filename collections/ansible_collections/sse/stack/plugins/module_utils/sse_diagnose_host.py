@@ -7,7 +7,7 @@ never an exception.
 
 The probe is the project's one stream check, ``sseprobe`` (role sse_verify's module_utils).
 No Ansible imports besides those module_utils: shipped as
-``ansible.module_utils.sse_diagnose_host``.
+the collection module_utils ``sse_diagnose_host``.
 """
 
 from __future__ import annotations
@@ -19,14 +19,19 @@ import threading
 import time
 from typing import Any, Callable
 
-from ansible.module_utils.sse_diagnose_backend import (
+from ansible_collections.sse.stack.plugins.module_utils.sse_diagnose_backend import (
     ProcessTable,
     analyze_unit,
     discover_units,
     user_managers,
 )
-from ansible.module_utils.sse_diagnose_logs import LogFormat, analyze, parse_window, read_window
-from ansible.module_utils.sse_diagnose_nginx import (
+from ansible_collections.sse.stack.plugins.module_utils.sse_diagnose_logs import (
+    LogFormat,
+    analyze,
+    parse_window,
+    read_window,
+)
+from ansible_collections.sse.stack.plugins.module_utils.sse_diagnose_nginx import (
     COMBINED,
     NginxConfig,
     NginxSyntaxError,
@@ -40,8 +45,16 @@ from ansible.module_utils.sse_diagnose_nginx import (
     server_matches,
     server_names,
 )
-from ansible.module_utils.sse_diagnose_verdict import SEVERITY_ORDER, probe_findings, verdict
-from ansible.module_utils.sseprobe import ConfigError, ProbeConfig, check
+from ansible_collections.sse.stack.plugins.module_utils.sse_diagnose_verdict import (
+    SEVERITY_ORDER,
+    probe_findings,
+    verdict,
+)
+from ansible_collections.sse.stack.plugins.module_utils.sseprobe import (
+    ConfigError,
+    ProbeConfig,
+    check,
+)
 
 __all__ = ["diagnose"]
 

@@ -7,7 +7,7 @@ first critical finding in ``PRIORITY`` order, where a finding that a failed prob
 (a backend finding when the direct probe failed, an nginx finding when only the probe
 through nginx failed) comes before one that no probe confirms.
 
-No Ansible imports: shipped as ``ansible.module_utils.sse_diagnose_verdict``.
+No Ansible imports: shipped as the collection module_utils ``sse_diagnose_verdict``.
 """
 
 from __future__ import annotations

@@ -111,7 +111,10 @@ report:
 """
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible.module_utils.sse_diagnose_host import NGINX_DIRS, diagnose  # noqa: E402
+from ansible_collections.sse.stack.plugins.module_utils.sse_diagnose_host import (  # noqa: E402
+    NGINX_DIRS,
+    diagnose,
+)
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ Input is the output of ``nginx -T``: every file nginx read, each after a line
   replaces everything from the outer levels;
 * ``analyze_location()`` turns that into findings for an SSE stream.
 
-No Ansible imports: shipped to targets as ``ansible.module_utils.sse_diagnose_nginx`` and
+No Ansible imports: shipped to targets as sse.stack module_utils ``sse_diagnose_nginx`` and
 imported as is by the unit tests.
 """
 

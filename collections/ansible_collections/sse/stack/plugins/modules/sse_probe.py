@@ -154,7 +154,7 @@ url:
 """
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible.module_utils.sseprobe import ProbeConfig, check  # noqa: E402
+from ansible_collections.sse.stack.plugins.module_utils.sseprobe import ProbeConfig, check  # noqa: E402
 
 
 def main() -> None:

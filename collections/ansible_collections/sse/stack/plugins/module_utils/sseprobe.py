@@ -1,7 +1,7 @@
-"""Server-Sent Events probe: the one implementation behind `bin/sseprobe` and the sse_probe module.
+"""Server-Sent Events probe: the one implementation behind `sseprobe` and the sse_probe module.
 
 Standard library only and Python 3.9+, because Ansible ships this file to bare targets as
-``ansible.module_utils.sseprobe`` (so: no relative imports, no other project imports).
+the sse.stack collection's module_utils ``sseprobe``.
 
 Layers:
 

@@ -1,9 +1,9 @@
-#!/usr/bin/env python3
 """sseprobe: verify a Server-Sent Events endpoint (status, :ok, keepalives, hold).
 
 `check` holds one stream and judges it; `load` holds many at once and measures them.
-Runs with a bare python3 (no virtualenv): the probe itself lives in the sse_verify role's
-module_utils so the CLI and the Ansible module share one implementation.
+The `sseprobe` command (pyproject.toml's entry point; `make venv` installs it into .venv):
+the probe lives in the sse.stack collection's module_utils so the CLI and the Ansible
+modules share one implementation. Standard library only.
 
 Exit status: 0 every check passed, 1 a check failed, 2 usage error (for `load` also: the
 streams do not fit the open-files limit).
@@ -17,11 +17,7 @@ import os
 import sys
 from typing import Any, NoReturn, TextIO
 
-# Resolve symlinks so a link in ~/bin or /usr/local/bin still finds the role next to bin/.
-_HERE = os.path.dirname(os.path.realpath(__file__))
-sys.path.insert(0, os.path.join(_HERE, os.pardir, "roles", "sse_verify", "module_utils"))
-
-import sseprobe  # noqa: E402
+from ansible_collections.sse.stack.plugins.module_utils import sseprobe
 
 # CLI spelling of each ProbeConfig field, so usage errors name what the user typed.
 _FLAGS = {
