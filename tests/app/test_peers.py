@@ -3,7 +3,10 @@ event, and a stream that moves to another backend resumes there by Last-Event-ID
 
 from __future__ import annotations
 
+import json
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -146,3 +149,87 @@ def test_broker_keeps_forwarded_ids_ordered_and_delivers_once() -> None:
         "next local",
     ]
     assert sub.pop() is None
+
+
+class BannerThenHttp(threading.Thread):
+    """A peer whose first `banners` connections get an SSH banner (not HTTP), then 202s."""
+
+    def __init__(self, banners: int) -> None:
+        super().__init__(daemon=True)
+        self.listener = socket.create_server((HOST, 0))
+        self.port = self.listener.getsockname()[1]
+        self.banners = banners
+        self.bodies: list[bytes] = []
+        self.connections = 0
+
+    def run(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            with conn:
+                self.connections += 1
+                body = _read_request_body(conn)  # then answer: http.client reads a status line
+                if self.connections <= self.banners:
+                    conn.sendall(b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n")
+                    continue
+                self.bodies.append(body)
+                conn.sendall(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n")
+
+
+def _read_request_body(conn: socket.socket) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += conn.recv(65536)
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = int(head.lower().split(b"content-length:", 1)[1].split(b"\r\n", 1)[0])
+    while len(body) < length:
+        body += conn.recv(65536)
+    return body
+
+
+def test_forwarding_survives_a_peer_that_does_not_speak_http(tmp_path: Path) -> None:
+    peer = BannerThenHttp(banners=2)
+    peer.start()
+    server = _gunicorn(tmp_path, "origin", peers=f"{HOST}:{peer.port}")
+    try:
+        first = publish(server.port, "one").json()["id"]
+        second = publish(server.port, "two").json()["id"]
+        deadline = time.monotonic() + 10
+        while len(peer.bodies) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [json.loads(b)["data"] for b in peer.bodies] == ["one", "two"], server.log()
+        stats = request(server.port, "GET", "/healthz").json()["peers"][f"{HOST}:{peer.port}"]
+        assert stats["sent"] == 2 and stats["failed_attempts"] == 2 and stats["dropped"] == 0
+        assert "BadStatusLine" in stats["last_error"], stats  # not an OSError: once fatal
+        assert first < second
+    finally:
+        server.stop()
+        peer.listener.close()
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "9" * 5000,  # 5,000 digits: once a 500
+        "100000000000000000000",  # 1e20: once shifted every later id
+        "\u00b2",  # superscript two: str.isdigit() said yes, then int() raised (a 500)
+        "-1",
+        "",
+        str(2**63),
+        str((int(time.time()) + 3600) * 1_000_000),  # an hour ahead of this clock
+    ],
+)
+def test_forwarded_id_must_be_a_bounded_number(pair: tuple[Gunicorn, Gunicorn], bad: str) -> None:
+    _, b = pair
+    answer = request(
+        b.port,
+        "POST",
+        "/notify/publish",
+        b'{"data": "x"}',
+        {"Authorization": f"Bearer {TOKEN}", EVENT_ID_HEADER: bad},
+    )
+    assert answer.status == 400 and EVENT_ID_HEADER in answer.json()["error"], answer.body
+    # and the next id this backend gives is still a present-day time
+    assert publish(b.port, "after").json()["id"] < (int(time.time()) + 60) * 1_000_000

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from sse_app import peers, sse
+from sse_app import ids, peers, sse
 from sse_app.broker import Broker
 from sse_app.middleware import VersionHeaderMiddleware
 from sse_app.settings import Settings
@@ -70,9 +70,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
         forwarded_id = request.headers.get(peers.EVENT_ID_HEADER)
         if forwarded_id is not None:
             # from a peer backend (it holds the token): keep its id, forward no further
-            if not forwarded_id.isdigit():
-                return _error(400, f"{peers.EVENT_ID_HEADER} must be an event id")
-            event, delivered = broker.publish(data, name, event_id=int(forwarded_id))
+            problem = ids.forwarded_id_error(forwarded_id)
+            if problem is not None:
+                return _error(400, f"{peers.EVENT_ID_HEADER} {problem}")
+            event_id = ids.parse_id(forwarded_id)
+            event, delivered = broker.publish(data, name, event_id=event_id)
             return JSONResponse({"id": event.id, "subscribers": delivered}, status_code=202)
 
         event, delivered = broker.publish(data, name)
@@ -83,7 +85,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         return HTMLResponse(PAGE, headers={"Cache-Control": "no-cache"})
 
     async def healthz(request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
+        # peer forwarding counts (sent, failed attempts, dropped, last error) per peer
+        return JSONResponse({"status": "ok", "peers": forwarder.stats()})
 
     async def version(request: Request) -> Response:
         return JSONResponse({"version": settings.app_version})
@@ -112,11 +115,10 @@ def _authorized(request: Request, token: str) -> bool:
 def _last_event_id(request: Request) -> int | None:
     # Browsers send the header on reconnect; the query form lets a fresh page (or a
     # polyfill that cannot set headers) resume too.
+    # Anything but one of our ids (e.g. -1, "abc", 5,000 digits) gets live events only;
+    # an id older than the replay buffer gets what the buffer holds (SSE_REPLAY_BUFFER).
     raw = request.headers.get("last-event-id") or request.query_params.get("lastEventId")
-    try:
-        return int(raw.strip()) if raw else None
-    except ValueError:
-        return None  # not one of our ids: serve live events only
+    return ids.parse_id(raw) if raw else None
 
 
 def _parse_publish(body: bytes) -> tuple[str | None, str]:
