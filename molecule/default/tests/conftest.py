@@ -28,7 +28,9 @@ UNIT = "sse-backend"
 CACERT = "/etc/nginx/tls/sse.crt"
 PUBLIC_URL = "https://localhost/notify/events"
 BACKEND_URL = "http://127.0.0.1:8000/notify/events"
-PUBLISH_TOKEN = "molecule-publish-token"
+# values that need quoting, given to the role by molecule.yml (the token is one of them)
+ENV_VALUES = json.loads((Path(__file__).resolve().parents[1] / "env_values.json").read_text())
+PUBLISH_TOKEN = ENV_VALUES["sse_backend_publish_token"]
 KEEPALIVE = 2
 
 

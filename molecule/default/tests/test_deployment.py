@@ -13,6 +13,7 @@ import testinfra
 from conftest import (
     BACKEND_URL,
     CACERT,
+    ENV_VALUES,
     PROBE_HOME,
     PROBE_MODULE,
     PUBLIC_URL,
@@ -94,7 +95,7 @@ def test_publish_reaches_every_stream_through_nginx(host, probe):
         time.sleep(1.5)
         req = urllib.request.Request("https://localhost/notify/publish", method="POST",
             data=json.dumps({{"data": "hello"}}).encode(),
-            headers={{"Authorization": "Bearer {PUBLISH_TOKEN}",
+            headers={{"Authorization": {("Bearer " + PUBLISH_TOKEN)!r},
                      "Content-Type": "application/json"}})
         ctx = ssl.create_default_context(cafile="{CACERT}")
         answer = json.load(urllib.request.urlopen(req, context=ctx))
@@ -214,3 +215,25 @@ def test_new_version_restarts_and_unchanged_run_does_not(host, second_release):
     assert _version(host) == (version, version)
     assert after_again == after_first, "a run with nothing changed restarted the service"
     assert "changed=0" in again.stdout.split("PLAY RECAP", 1)[1], again.stdout[-3000:]
+
+
+def test_environment_values_reach_the_process_byte_identical(host, user_systemctl):
+    # the environment systemd gave the service's main process, read from the kernel
+    shown = user_systemctl("show", "-p", "MainPID", "--value", f"{UNIT}.service")
+    pid = int(shown.stdout.strip() or 0)
+    assert pid > 0, f"{UNIT} has no main process: {shown.stdout}{shown.stderr}"
+    # as the service user: root in the container lacks CAP_SYS_PTRACE, which reading
+    # another user's /proc/<pid>/environ needs
+    read = host.run(f"runuser -u {USER} -- cat /proc/{pid}/environ")
+    assert read.rc == 0 and b"SSE_APP_VERSION=" in read.stdout_bytes, read.stderr
+    environ = dict(item.split(b"=", 1) for item in read.stdout_bytes.split(b"\0") if b"=" in item)
+    expected = {
+        **ENV_VALUES["sse_backend_env"],
+        "SSE_PUBLISH_TOKEN": ENV_VALUES["sse_backend_publish_token"],
+    }
+    differ = {
+        name: {"given": value.encode(), "process": environ.get(name.encode())}
+        for name, value in expected.items()
+        if environ.get(name.encode()) != value.encode()
+    }
+    assert differ == {}, f"values that did not arrive as given (PID {pid}): {differ}"
