@@ -29,8 +29,8 @@ if ! "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$root/requi
   die "pip could not install requirements-dev.txt into .venv (full log: $log)"
 fi
 # the `sseprobe` command: the repository's own package (pyproject.toml), editable so the
-# probe in collections/ is used as it is on disk; the venv's setuptools builds it (offline)
-if ! "$venv/bin/pip" install --quiet --disable-pip-version-check --no-build-isolation \
+# probe in collections/ is used as it is on disk (pip builds it with setuptools from the index)
+if ! "$venv/bin/pip" install --quiet --disable-pip-version-check \
     --no-deps -e "$root" >"$log" 2>&1; then
   tail -20 "$log" >&2
   die "pip could not install the repository's sseprobe package into .venv (full log: $log)"

@@ -536,3 +536,24 @@ def test_failed_start_quotes_the_apps_own_error(tmp_path):
     assert "ValueError: SSE_RETRY_MS must be an integer, got 'abc'" in down["message"]
     assert down["app_error"]["message"].startswith("ValueError")
     assert state["journal"]["app_error"] == down["app_error"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [
+        ('"--timeout 5 -k gevent"', "--timeout 5 -k gevent"),
+        (r'"a \"quoted\" \\ \$HOME \` \n"', 'a "quoted" \\ $HOME ` \\n'),
+        ("'--timeout 5 \\ \"x\"'", '--timeout 5 \\ "x"'),
+        (r"  --timeout\ 5  ", "--timeout 5"),
+    ],
+)
+def test_env_file_values_are_read_as_systemd_reads_them(raw: str, value: str) -> None:
+    # sse_backend writes every value double-quoted with \ " $ ` escaped (systemd_env_quote)
+    assert be.env_file_value(raw) == value
+
+
+def test_env_file_value_round_trips_the_role_quoting() -> None:
+    from ansible_collections.sse.stack.plugins.filter.systemd_env import systemd_env_quote
+
+    for value in ('--threads 4 --timeout "120"', "C:\\path\\ $x `id`", "café\tx"):
+        assert be.env_file_value(systemd_env_quote(value, "GUNICORN_CMD_ARGS")) == value

@@ -452,8 +452,32 @@ def unit_env(props: dict[str, str], read: Read) -> dict[str, str]:
         for line in text.splitlines():
             key, _, value = line.strip().partition("=")
             if key.strip() == "GUNICORN_CMD_ARGS":
-                env["GUNICORN_CMD_ARGS"] = value.strip().strip("\"'")
+                env["GUNICORN_CMD_ARGS"] = env_file_value(value)
     return env
+
+
+def env_file_value(raw: str) -> str:
+    """A one-line EnvironmentFile= value as systemd reads it (src/basic/env-file.c):
+    in double quotes a backslash escapes only \\ " $ and a backtick (before anything else
+    it stays); in single quotes nothing is special; unquoted, a backslash escapes the next
+    character and surrounding whitespace is dropped."""
+    text = raw.strip()
+    if text[:1] == "'":
+        return text[1:].split("'", 1)[0]
+    quoted = text[:1] == '"'
+    out: list[str] = []
+    chars = iter(text[1:] if quoted else text)
+    for char in chars:
+        if quoted and char == '"':
+            break
+        if char == "\\":
+            following = next(chars, "")
+            if quoted and following not in '"\\`$':
+                out.append(char)
+            out.append(following)
+            continue
+        out.append(char)
+    return "".join(out)
 
 
 def env_files(props: dict[str, str]) -> list[str]:
