@@ -3,9 +3,10 @@
 Each case runs the project's playbooks/backend.yml, in check mode, against local hosts
 whose Python does not exist (the tripwire of test_backend_bad_input.py: the first module
 that would run on a host fails), and reads the run back through the `ansible.posix.json`
-callback. A bad case passes when the run fails in the playbook's own checks, each failure
-naming the variable, before any module ran on a host; a control passes those checks and
-is stopped by the tripwire at the first task that reads a host.
+callback. A bad case passes when the run fails in the release's own checks (role
+sse_release's preflight, with the filters of sse.stack's release.py), each failure naming
+the variable, before any module ran on a host; a control passes those checks and is
+stopped by the tripwire at the first task that reads a host.
 """
 
 from __future__ import annotations
@@ -141,6 +142,22 @@ BAD = [
         hosts=TWO_BACKENDS,
         failing_task=UPSTREAM_CHECK,
         also=("sse-b1 (sse-b1:8000), sse-b2 (sse-b2:8000)", "10.0.0.1:8000, 10.0.0.2:8000"),
+    ),
+    # a number passes the argument spec's str; the filter that matches backends to
+    # upstreams (sse.stack.sse_release_unfronted) refuses it, naming the variable and host
+    Case(
+        "upstream-a-number",
+        {},
+        "sse_release_upstream",
+        hosts={
+            **TWO_BACKENDS,
+            "sse-b1": {
+                "groups": ["sse_backends"],
+                "vars": {"sse_backend_bind": "0.0.0.0:8000", "sse_release_upstream": 8000},
+            },
+        },
+        failing_task=UPSTREAM_CHECK,
+        also=("sse-b1", "not a host:port string"),
     ),
 ]
 CONTROLS = [
