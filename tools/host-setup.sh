@@ -10,8 +10,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 # uidmap/slirp4netns/fuse-overlayfs: rootless podman; openssl: test certificates;
 # python3-venv: the controller's .venv; openssh-client: Ansible reaches the scenario
 # containers over SSH, as it reaches a fleet; chromium: the browser end-to-end test drives
-# Debian's build through Playwright (no browser is ever downloaded).
-packages=(podman runc mmdebstrap uidmap slirp4netns fuse-overlayfs openssl python3-venv openssh-client chromium)
+# Debian's build through Playwright (no browser is ever downloaded); libnss3-tools: its
+# certutil makes the browser trust the local CA the way a user does (an NSS database).
+packages=(podman runc mmdebstrap uidmap slirp4netns fuse-overlayfs openssl python3-venv openssh-client chromium libnss3-tools)
 
 command -v dpkg-query >/dev/null 2>&1 || die "this set-up needs a Debian-like host with apt (dpkg-query not found)"
 

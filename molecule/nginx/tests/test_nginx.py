@@ -196,7 +196,7 @@ def test_http_redirects_to_https(host):
 def test_certificate_verifies_with_the_published_ca_file(host):
     # sse_nginx_host_ca_file (converge.yml asserts its value)
     for url in ("https://localhost/", "https://127.0.0.1/"):
-        result = curl(host, f"-s --cacert /etc/nginx/tls/{SITE}.crt {url}")
+        result = curl(host, f"-s --cacert /etc/nginx/tls/{SITE}-ca.crt {url}")
         assert result.stdout.strip() == "hello", (url, result.stderr)
     key = host.file(f"/etc/nginx/tls/{SITE}.key")
     assert key.mode == 0o600 and key.user == "root"
