@@ -140,11 +140,40 @@ def valid_change(all_hosts, invalid_change, tmp_path_factory) -> dict:
     result["key_lines"] = [line for line in key.read_text().splitlines() if "-----" not in line]
     result["subjects"] = {name: served_certificate_subject(h) for name, h in all_hosts.items()}
     yield result
+    # Back to the converge variables (self-signed mode); the leaf is first made to end in
+    # 10 days, so this run must issue the next one from the same CA (renewal).
+    ca_before = {name: leaf_near_its_end(h) for name, h in all_hosts.items()}
     restore = apply_role()
     assert restore.returncode == 0, restore.stdout + restore.stderr
-    for host in all_hosts.values():
+    for name, host in all_hosts.items():
         assert "worker_shutdown_timeout 3m;" in effective_config(host)
         assert run_id not in served_certificate_subject(host)
+        assert days_left(host, f"/etc/nginx/tls/{SITE}.crt") > 300, "the leaf was not renewed"
+        assert ca_fingerprint(host) == ca_before[name], "the CA changed: clients lose trust"
+
+
+def ca_fingerprint(host) -> str:
+    return host.check_output(f"openssl x509 -in /etc/nginx/tls/{SITE}-ca.crt -noout -fingerprint")
+
+
+def days_left(host, path: str) -> int:
+    end = host.check_output(f"openssl x509 -in {path} -noout -enddate").split("=", 1)[1]
+    return int(
+        host.check_output(f"echo $(( ($(date -d '{end}' +%s) - $(date +%s)) / 86400 ))").strip()
+    )
+
+
+def leaf_near_its_end(host) -> str:
+    """Replace the self-signed mode's leaf by one from the same CA that ends in 10 days."""
+    tls = "/etc/nginx/tls"
+    host.check_output(
+        f"openssl req -new -key {tls}/{SITE}.key -subj /CN=localhost -out /tmp/near.csr"
+        f" && openssl x509 -req -in /tmp/near.csr -CA {tls}/{SITE}-ca.crt"
+        f" -CAkey {tls}/{SITE}-ca.key -CAcreateserial -CAserial /tmp/near.srl -days 10"
+        f" -out {tls}/{SITE}.crt && rm -f /tmp/near.csr /tmp/near.srl"
+    )
+    assert days_left(host, f"{tls}/{SITE}.crt") <= 10
+    return ca_fingerprint(host)
 
 
 def assert_held_stream_survived(result: dict, name: str) -> None:
