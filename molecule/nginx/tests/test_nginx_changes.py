@@ -239,3 +239,40 @@ def test_valid_change_installs_the_given_tls_pair(host, valid_change):
 
 def test_valid_change_keeps_held_stream(host, valid_change):
     assert_held_stream_survived(valid_change, host.backend.get_hostname())
+
+
+BUSY_PORT = 8081  # taken by another program when the change asks nginx to listen on it
+
+
+@pytest.fixture(scope="session")
+def unappliable_change(all_hosts, valid_change) -> dict:
+    """A change nginx -t accepts but a reload cannot apply: the HTTP port moves to one
+    another program holds (nginx -t binds nothing; systemctl reload exits 0 anyway)."""
+    for host in all_hosts.values():
+        host.check_output(
+            f'systemd-run --quiet --collect --unit=sse-busy-port python3 -c "import socket,time;'
+            f" s=socket.create_server(('0.0.0.0', {BUSY_PORT})); time.sleep(600)\""
+        )
+    try:
+        yield change_under_load(all_hosts, "unappliable", {"sse_nginx_http_port": BUSY_PORT})
+    finally:
+        for host in all_hosts.values():
+            host.run("systemctl stop sse-busy-port.service")
+
+
+def test_unappliable_change_fails_with_nginx_cause_and_puts_files_back(host, unappliable_change):
+    name = host.backend.get_hostname()
+    proc = unappliable_change["proc"]
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert "nginx did not apply the new configuration" in out, out
+    assert f"bind() to 0.0.0.0:{BUSY_PORT} failed (98: Address already in use)" in out, out
+    before, after = unappliable_change["before"][name], unappliable_change["after"][name]
+    # every file under /etc/nginx byte-identical to before the run; nginx on the old
+    # configuration: the same master and workers, still serving HTTPS and the held stream
+    assert after["tree"] == before["tree"]
+    assert after["processes"][:2] == before["processes"][:2]
+    assert after["served"].startswith("http/2 200")
+    assert f"listen {BUSY_PORT}" not in after["live_site"]
+    assert f"listen {BUSY_PORT}" in after["staged_site"]  # what was refused, to read
+    assert_held_stream_survived(unappliable_change, name)
