@@ -46,6 +46,7 @@ lint: venv ## yamllint, ansible-lint, syntax check, ruff, offline collections, E
 	ansible-playbook --syntax-check -i inventory/local site.yml
 	ruff check .
 	ruff format --check .
+	python tools/role_docs.py --check
 	ansible-galaxy collection install --offline -r requirements.yml
 	ansible-builder create -f execution-environment.yml -c .cache/ee >/dev/null
 

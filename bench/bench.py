@@ -3,8 +3,8 @@
 
 1. Deploys the molecule scenario `bench` (site.yml with the bench variables, plus the naive
    deployment of molecule/bench/naive.yml) into one container, bench-debian12.
-2. Copies the probe (bin/sseprobe + module_utils/sseprobe.py) and bench/runner.py into it and
-   runs every load INSIDE the container against loopback only:
+2. Copies the probe (the collection's module_utils sseprobe*.py, in their package folders)
+   and bench/runner.py into it and runs every load INSIDE the container, loopback only:
      hold      N streams through nginx (TLS), idle, keepalive every 5 s
      direct    the same straight against the backend (http://127.0.0.1:8000)
      baseline  the same against the naive deployment (https://localhost:8443)
@@ -46,6 +46,8 @@ CONTAINER = "bench-debian12"
 EPHEMERAL = ROOT / ".cache" / "bench" / "molecule"
 LOGS = ROOT / ".cache" / "bench" / "logs"
 IN = "/opt/sse-bench"
+# The probe's package folder: runner.py runs `python3 -m` on it from IN (no venv in there).
+PROBE_PACKAGE = "ansible_collections/sse/stack/plugins/module_utils"
 CACERT = "/etc/nginx/tls/sse-ca.crt"  # the local CA sse_nginx issues (self-signed mode)
 NGINX = ["https://localhost/notify/events", "--resolve", "localhost:443:127.0.0.1"]
 DIRECT = ["http://127.0.0.1:8000/notify/events"]
@@ -166,18 +168,12 @@ class Bench:
         )
 
     def install_probe(self) -> None:
-        self.podman("mkdir", "-p", f"{IN}/bin", f"{IN}/roles/sse_verify/module_utils")
-        for src, dest in (
-            ("bin/sseprobe", "bin/sseprobe"),
-            (
-                "roles/sse_verify/module_utils/sseprobe.py",
-                "roles/sse_verify/module_utils/sseprobe.py",
-            ),
-            ("bench/runner.py", "runner.py"),
-        ):
-            subprocess.run(
-                ["podman", "cp", str(ROOT / src), f"{CONTAINER}:{IN}/{dest}"], check=True
-            )
+        self.podman("mkdir", "-p", f"{IN}/{PROBE_PACKAGE}")
+        copies = [(ROOT / "bench" / "runner.py", "runner.py")]
+        for path in sorted((ROOT / "collections" / PROBE_PACKAGE).glob("sseprobe*.py")):
+            copies.append((path, f"{PROBE_PACKAGE}/{path.name}"))
+        for src, dest in copies:
+            subprocess.run(["podman", "cp", str(src), f"{CONTAINER}:{IN}/{dest}"], check=True)
 
     def playbook(self, name: str, playbook: str, extra: dict[str, Any]) -> dict[str, Any]:
         cmd = [
@@ -323,6 +319,56 @@ class Bench:
 
         return act
 
+    def measure_all(self, ramp: float) -> dict[str, Any]:
+        """Every wanted load, in the order of --scenarios' default."""
+        a = self.args
+        wanted = a.scenarios.split(",")
+        runs: dict[str, Any] = {}
+        naive = ["--first-byte-timeout", f"{NAIVE_FIRST_BYTE_TIMEOUT:g}"]
+        for name, target, extra in (
+            ("hold", NGINX, []),
+            ("direct", DIRECT, []),
+            ("baseline", NAIVE, naive),
+        ):
+            if name in wanted:
+                runs[name] = self.measure(name, target, a.streams, a.hold, ramp, extra)
+        publish = ["--publish-url", PUBLISH_URL, "--publish-token", self.token]
+        publish += ["--publish-interval", "1"]
+        for name, streams, action in (
+            ("reload", a.reload_streams, self.reload_action),
+            ("restart", a.restart_streams, self.restart_action),
+        ):
+            if name in wanted:
+                r_ramp = ramp_for(streams)
+                runs[name] = self.measure(
+                    name, NGINX, streams, ACTION_HOLD, r_ramp, publish, action(streams, r_ramp)
+                )
+        return runs
+
+    def meta(self, ramp: float, host: dict[str, Any]) -> dict[str, Any]:
+        """What results.json says about the run besides the loads."""
+        a = self.args
+        limits = (
+            "sse_nginx_worker_rlimit_nofile",
+            "sse_nginx_worker_connections",
+            "sse_backend_limit_nofile",
+            "sse_backend_listen_backlog",
+        )
+        return {
+            "host": host,
+            "phases_s": self.phases,
+            "streams": a.streams,
+            "hold_s": a.hold,
+            "ramp_s": ramp,
+            "reload_streams": a.reload_streams,
+            "restart_streams": a.restart_streams,
+            "keepalive_interval_s": self.keepalive,
+            "worker_shutdown_timeout_s": self.shutdown_timeout,
+            "naive_first_byte_timeout_s": NAIVE_FIRST_BYTE_TIMEOUT,
+            "restart_version": RESTART_VERSION,
+            "limits": {k: self.vars[k] for k in limits},
+        }
+
     def main(self) -> int:
         a = self.args
         wall = time.monotonic()
@@ -330,51 +376,7 @@ class Bench:
             self.deploy()
         self.install_probe()
         ramp = a.ramp if a.ramp is not None else ramp_for(a.streams)
-        publish = [
-            "--publish-url",
-            PUBLISH_URL,
-            "--publish-token",
-            self.token,
-            "--publish-interval",
-            "1",
-        ]
-        runs: dict[str, Any] = {}
-        wanted = a.scenarios.split(",")
-        if "hold" in wanted:
-            runs["hold"] = self.measure("hold", NGINX, a.streams, a.hold, ramp)
-        if "direct" in wanted:
-            runs["direct"] = self.measure("direct", DIRECT, a.streams, a.hold, ramp)
-        if "baseline" in wanted:
-            runs["baseline"] = self.measure(
-                "baseline",
-                NAIVE,
-                a.streams,
-                a.hold,
-                ramp,
-                ["--first-byte-timeout", f"{NAIVE_FIRST_BYTE_TIMEOUT:g}"],
-            )
-        if "reload" in wanted:
-            r_ramp = ramp_for(a.reload_streams)
-            runs["reload"] = self.measure(
-                "reload",
-                NGINX,
-                a.reload_streams,
-                ACTION_HOLD,
-                r_ramp,
-                publish,
-                self.reload_action(a.reload_streams, r_ramp),
-            )
-        if "restart" in wanted:
-            r_ramp = ramp_for(a.restart_streams)
-            runs["restart"] = self.measure(
-                "restart",
-                NGINX,
-                a.restart_streams,
-                ACTION_HOLD,
-                r_ramp,
-                publish,
-                self.restart_action(a.restart_streams, r_ramp),
-            )
+        runs = self.measure_all(ramp)
         info = self.host_info()
         if not a.keep:
             self.phase(
@@ -382,31 +384,7 @@ class Bench:
                 self.run("molecule-destroy", ["molecule", "destroy", "-s", SCENARIO]),
             )
         self.phases["total wall time"] = round(time.monotonic() - wall, 1)
-        results = report.summarise(
-            runs,
-            {
-                "host": info,
-                "phases_s": self.phases,
-                "streams": a.streams,
-                "hold_s": a.hold,
-                "ramp_s": ramp,
-                "reload_streams": a.reload_streams,
-                "restart_streams": a.restart_streams,
-                "keepalive_interval_s": self.keepalive,
-                "worker_shutdown_timeout_s": self.shutdown_timeout,
-                "naive_first_byte_timeout_s": NAIVE_FIRST_BYTE_TIMEOUT,
-                "restart_version": RESTART_VERSION,
-                "limits": {
-                    k: self.vars[k]
-                    for k in (
-                        "sse_nginx_worker_rlimit_nofile",
-                        "sse_nginx_worker_connections",
-                        "sse_backend_limit_nofile",
-                        "sse_backend_listen_backlog",
-                    )
-                },
-            },
-        )
+        results = report.summarise(runs, self.meta(ramp, info))
         out = Path(a.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")

@@ -28,7 +28,9 @@ import time
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-PROBE = os.path.join(HERE, "bin", "sseprobe")
+# bench.py copies the probe's package beside this file (its folder layout, no __init__.py);
+# `python3 -m` from HERE runs it on the container's bare python3, no venv.
+PROBE_MODULE = "ansible_collections.sse.stack.plugins.module_utils.sseprobe_cli"
 TICKS = os.sysconf("SC_CLK_TCK")
 NAIVE_NGINX_CONF = "/opt/sse-naive/nginx.conf"
 
@@ -85,7 +87,7 @@ def _group(pid: int, procs: dict[int, dict[str, Any]]) -> str | None:
             return "backend"
         if "naive_app:app" in argv:
             return "naive_backend"
-    if any(a.endswith("/sseprobe") for a in argv[:2]) and "load" in argv:
+    if PROBE_MODULE in argv[:3] and "load" in argv:
         return "probe"
     return None
 
@@ -173,7 +175,10 @@ def main() -> int:
     thread.start()
     time.sleep(1.2)  # idle figures first
     proc = subprocess.Popen(
-        [sys.executable, PROBE, "load", *load_args, "--json"], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-m", PROBE_MODULE, "load", *load_args, "--json"],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=HERE,
     )
     stopped = False
     while proc.poll() is None:

@@ -40,7 +40,7 @@ ansible-playbook -i inventory/local site.yml
 # this host through the published port, trusting the demo's own certificate only.
 ca="$root/.cache/demo-ca.crt"
 podman cp "$name:/etc/nginx/tls/sse-ca.crt" "$ca"
-"$root/bin/sseprobe" check --cacert "$ca" --hold 5 "https://localhost:$https_port/notify/events" \
+"$root/.venv/bin/sseprobe" check --cacert "$ca" --hold 5 "https://localhost:$https_port/notify/events" \
   || die "the stream does not work through 127.0.0.1:$https_port (see the checks above)"
 
 cat <<MSG
@@ -49,7 +49,7 @@ The demo is up in container '$name' (podman), published on 127.0.0.1 only.
   page:     https://localhost:$https_port/notify/  (self-signed: the certificate is $ca)
   stream:   https://localhost:$https_port/notify/events
   watch:    curl -N --cacert $ca https://localhost:$https_port/notify/events
-  check:    bin/sseprobe check --cacert $ca --hold 35 https://localhost:$https_port/notify/events
+  check:    .venv/bin/sseprobe check --cacert $ca --hold 35 https://localhost:$https_port/notify/events
   publish:  curl --cacert $ca -H 'Authorization: Bearer demo-publish-token' \\
               -d '{"data": "hello"}' https://localhost:$https_port/notify/publish
   logs:     podman exec $name journalctl -f

@@ -7,6 +7,12 @@
   makes a test run several times faster.
 - `run_playbook()` runs a playbook of the project from the controller against the
   molecule inventory, exactly as a user would, keeping its output for a failure.
+
+Loaded as a plugin by pytest itself: the verifier's environment in
+.config/molecule/config.yml sets PYTHONPATH to this folder and PYTEST_PLUGINS=sse_testinfra,
+so pytest imports it before any conftest does and rewrites its asserts. A scenario's
+conftest imports from it freely and declares nothing. By hand:
+`PYTHONPATH=molecule/_shared PYTEST_PLUGINS=sse_testinfra pytest ...`.
 """
 
 from __future__ import annotations

@@ -111,13 +111,17 @@ def events_then_silence(c: _Conn) -> None:
     c.idle()
 
 
-def status_502(c: _Conn) -> None:
-    body = b"<html>bad gateway</html>"
+def _sized(c: _Conn, status: bytes, content_type: bytes, body: bytes) -> None:
+    """A response with a Content-Length body, then the connection stays open."""
     c.send(
-        b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/html\r\nContent-Length: %d\r\n\r\n%s"
-        % (len(body), body)
+        b"HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s"
+        % (status, content_type, len(body), body)
     )
     c.idle()
+
+
+def status_502(c: _Conn) -> None:
+    _sized(c, b"502 Bad Gateway", b"text/html", b"<html>bad gateway</html>")
 
 
 def wrong_type(c: _Conn) -> None:
@@ -141,12 +145,7 @@ def close_abrupt(c: _Conn) -> None:
 
 
 def content_length(c: _Conn) -> None:
-    body = b":ok\n\n:keepalive\n\n"
-    c.send(
-        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: %d\r\n\r\n%s"
-        % (len(body), body)
-    )
-    c.idle()
+    _sized(c, b"200 OK", b"text/event-stream", b":ok\n\n:keepalive\n\n")
 
 
 def no_body(c: _Conn) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from ansible_collections.sse.stack.plugins.module_utils import sse_diagnose_backend as be
+from ansible_collections.sse.stack.plugins.module_utils import sse_diagnose_backend_units as bu
 
 PROJECT_EXEC = (
     "{ path=/var/lib/sse/sse-backend/current/venv/bin/gunicorn ;"
@@ -205,7 +206,7 @@ def test_discovery_finds_servers_in_system_and_user_managers():
             }
         },
     )
-    found, findings = be.discover_units(fake, "", [USER])
+    found, findings = bu.discover_units(fake, "", [USER])
     assert [(u["label"], u["props"]["Id"]) for u in found] == [
         ("system", "api.service"),
         ("user sse", "sse-backend.service"),
@@ -222,7 +223,7 @@ def test_discovery_by_name_and_missing_user_manager():
             "sse": {"sse-backend.service": {"Id": "sse-backend.service", "LoadState": "loaded"}}
         },
     )
-    found, findings = be.discover_units(
+    found, findings = bu.discover_units(
         fake, "sse-backend", [USER, {"user": "old", "uid": 998, "lingering": True, "bus": False}]
     )
     assert [u["props"]["Id"] for u in found] == ["sse-backend.service"]
@@ -298,7 +299,7 @@ def test_fresh_process_has_no_stale_finding(tmp_path):
         {"pid": 100, "ppid": 1, "start": now - 50, "cmdline": argv},
         {"pid": 101, "ppid": 100, "start": now - 49, "cmdline": argv},
     )
-    state, findings = be.analyze_unit(
+    state, findings = bu.analyze_unit(
         fake, unit(tmp_path, current, argv), procs, now - 3600, be_read
     )
     assert "backend.stale_code" not in ids(findings)
@@ -312,7 +313,7 @@ def test_code_written_after_start_is_stale(tmp_path):
     now = time.time()
     current, argv = release(tmp_path, now - 10)
     procs = procs_with({"pid": 100, "ppid": 1, "start": now - 50, "cmdline": argv})
-    _, findings = be.analyze_unit(
+    _, findings = bu.analyze_unit(
         FakeSystem(system={}), unit(tmp_path, current, argv), procs, now - 3600, be_read
     )
     stale = ids(findings)["backend.stale_code"]
@@ -343,7 +344,7 @@ def test_inactive_unit_is_down_with_its_socket(tmp_path):
         MainPID="0",
         TriggeredBy="sse-backend.socket",
     )
-    state, findings = be.analyze_unit(Sockets(system={}), u, procs_with(), now - 3600, be_read)
+    state, findings = bu.analyze_unit(Sockets(system={}), u, procs_with(), now - 3600, be_read)
     down = ids(findings)["backend.unit_inactive"]
     assert down["severity"] == "critical"
     assert "sse-backend.socket is inactive" in down["message"]
@@ -372,7 +373,7 @@ def test_inactive_service_behind_listening_socket_is_not_down(tmp_path):
         MainPID="0",
         TriggeredBy="sse-backend.socket",
     )
-    _, findings = be.analyze_unit(Sockets(system={}), u, procs_with(), now - 3600, be_read)
+    _, findings = bu.analyze_unit(Sockets(system={}), u, procs_with(), now - 3600, be_read)
     assert "backend.unit_inactive" not in ids(findings)
     assert ids(findings)["backend.unit_socket_only"]["severity"] == "warning"
 
@@ -400,7 +401,7 @@ def test_sync_worker_with_short_timeout_is_critical_and_journal_counts_timeouts(
     ]
     u = unit(tmp_path, current, argv_text.split())
     procs = procs_with({"pid": 100, "ppid": 1, "start": now - 50, "cmdline": argv_text.split()})
-    state, findings = be.analyze_unit(
+    state, findings = bu.analyze_unit(
         FakeSystem(system={}, journal=journal), u, procs, now - 3600, be_read
     )
     sync = ids(findings)["backend.sync_worker"]
@@ -420,7 +421,7 @@ def test_unreadable_journal_is_a_finding(tmp_path):
         return 0, "", ""
 
     procs = procs_with({"pid": 100, "ppid": 1, "start": now - 50, "cmdline": argv})
-    _, findings = be.analyze_unit(run, unit(tmp_path, current, argv), procs, now - 3600, be_read)
+    _, findings = bu.analyze_unit(run, unit(tmp_path, current, argv), procs, now - 3600, be_read)
     assert ids(findings)["backend.journal"]["severity"] == "info"
 
 
@@ -429,3 +430,109 @@ def test_real_process_table_sees_this_process():
     me = table.get(os.getpid())
     assert me is not None and abs(me["start"] - time.time()) < 24 * 3600
     assert me["ppid"] == os.getppid()
+
+
+# --- issue 21: precise start times, HUP reloads, the app's own error -------------------------
+
+
+def fake_proc(tmp_path: Path, btime: int, procs: dict[int, tuple[int, int, str]]) -> str:
+    """A /proc with /proc/stat's btime and <pid>/stat (ppid, start ticks) and cmdline."""
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    (proc / "stat").write_text(f"cpu 1 2 3\nbtime {btime}\nprocesses 9\n")
+    for pid, (ppid, ticks, cmd) in procs.items():
+        (proc / str(pid)).mkdir()
+        rest = " ".join(["S", str(ppid)] + ["0"] * 17 + [str(ticks)] + ["0"] * 20)
+        (proc / str(pid) / "stat").write_text(f"{pid} (gunicorn: x) {rest}\n")
+        (proc / str(pid) / "cmdline").write_bytes(cmd.replace(" ", "\0").encode() + b"\0")
+    return str(proc)
+
+
+def test_start_times_use_the_boot_clock_not_whole_second_btime(tmp_path):
+    """Booted at 1000.9 (btime says 1000): a process 50.25 s after boot started at 1051.15;
+    btime + ticks made it 1050.25, early enough for a false 'changed after start'."""
+    now_real, now_boot = 2000.9, 1000.0  # CLOCK_REALTIME, CLOCK_BOOTTIME at the same moment
+    proc = fake_proc(tmp_path, 1000, {100: (1, 5025, "/v/bin/gunicorn app:app")})
+    table = be.ProcessTable(proc=proc, clocks=lambda: (now_real, now_boot), ticks=100)
+    assert table.get(100)["start"] == pytest.approx(1051.15, abs=1e-6)
+    assert table.clock["precision_s"] == 0.01 and "truncated" in table.clock["rounding"]
+    assert table.after_start(1051.2, table.get(100))  # 50 ms later: surely after
+    assert not table.after_start(1051.155, table.get(100))  # within the tick: not surely
+    # without CLOCK_BOOTTIME: btime, and a precision that says so
+    table = be.ProcessTable(proc=proc, clocks=None, ticks=100)
+    assert table.get(100)["start"] == pytest.approx(1050.25)
+    assert table.clock["precision_s"] > 1
+
+
+def test_environment_written_just_before_a_start_is_not_stale(tmp_path):
+    """The deploy writes the environment file, then restarts: 0.3 s apart, no warning."""
+    now = time.time()
+    current, argv = release(tmp_path, now - 100)
+    env = tmp_path / "env"
+    env.write_text("SSE_RETRY_MS=1000\n")
+    os.utime(env, (now - 20.3, now - 20.3))
+    boot = now - 5000.7  # a boot time with a fraction, as every real one has
+    ticks = round((now - 20 - boot) * 100)
+    proc = fake_proc(tmp_path, int(boot), {100: (1, ticks, " ".join(argv))})
+    table = be.ProcessTable(proc=proc, clocks=lambda: (now, now - boot), ticks=100)
+    u = unit(tmp_path, current, argv, EnvironmentFiles=f"{env} (ignore_errors=no)")
+    _, findings = bu.analyze_unit(FakeSystem(system={}), u, table, now - 3600, be_read)
+    assert "backend.stale_environment" not in ids(findings)
+
+
+def test_hup_reload_new_workers_run_the_new_code(tmp_path):
+    """Code written, then Gunicorn reloaded with HUP: same master, new workers."""
+    now = time.time()
+    current, argv = release(tmp_path, now - 30)
+    procs = procs_with(
+        {"pid": 100, "ppid": 1, "start": now - 500, "cmdline": argv},
+        {"pid": 101, "ppid": 100, "start": now - 20, "cmdline": argv},
+    )
+    state, findings = bu.analyze_unit(
+        FakeSystem(system={}), unit(tmp_path, current, argv), procs, now - 3600, be_read
+    )
+    assert "backend.stale_code" not in ids(findings)
+    assert state["code_runners"] == [101]
+    # with --preload the master imported the app: a HUP does not load new code
+    preload = [*argv[:-1], "--preload", argv[-1]]
+    procs.procs[100]["cmdline"] = preload
+    _, findings = bu.analyze_unit(
+        FakeSystem(system={}), unit(tmp_path, current, preload), procs, now - 3600, be_read
+    )
+    assert "main process (PID 100)" in ids(findings)["backend.stale_code"]["message"]
+
+
+def test_failed_start_quotes_the_apps_own_error(tmp_path):
+    """A user unit that fails to boot: the app's exception line, not systemd's lines."""
+    now = time.time()
+    current, argv = release(tmp_path, now - 100)
+    stamp = str(int(now * 1e6))
+    app = {
+        "_SYSTEMD_USER_UNIT": "sse-backend.service",
+        "_PID": "4242",
+        "__REALTIME_TIMESTAMP": stamp,
+    }
+    manager = {"USER_UNIT": "sse-backend.service", "_PID": "900", "__REALTIME_TIMESTAMP": stamp}
+    journal = [
+        {**app, "MESSAGE": "[2026-12-02 07:00:00 +0000] [7] [ERROR] Exception in worker process"},
+        {**app, "MESSAGE": "Traceback (most recent call last):"},
+        {**app, "MESSAGE": "ValueError: SSE_RETRY_MS must be an integer, got 'abc'"},
+        {
+            **app,
+            "MESSAGE": "[2026-12-02 07:00:00 +0000] [6] [ERROR] Reason: Worker failed to boot.",
+        },
+        {
+            **manager,
+            "MESSAGE": "sse-backend.service: Main process exited, code=exited, status=3/n",
+        },
+        {**manager, "MESSAGE": "sse-backend.service: Failed with result 'exit-code'."},
+        {**manager, "MESSAGE": "Failed to start sse-backend.service - sse-backend SSE backend."},
+    ]
+    u = unit(tmp_path, current, argv, ActiveState="failed", SubState="failed", MainPID="0")
+    state, findings = bu.analyze_unit(
+        FakeSystem(system={}, journal=journal), u, procs_with(), now - 3600, be_read
+    )
+    down = ids(findings)["backend.unit_inactive"]
+    assert "ValueError: SSE_RETRY_MS must be an integer, got 'abc'" in down["message"]
+    assert down["app_error"]["message"].startswith("ValueError")
+    assert state["journal"]["app_error"] == down["app_error"]

@@ -4,6 +4,7 @@ unreadable logs, a backend that is down - findings, never an exception."""
 
 from __future__ import annotations
 
+import os
 import socket
 import textwrap
 import time
@@ -11,7 +12,9 @@ from pathlib import Path
 
 import pytest
 from ansible_collections.sse.stack.plugins.module_utils import sse_diagnose_backend as backend_mod
+from ansible_collections.sse.stack.plugins.module_utils import sse_diagnose_crosscheck as cross
 from ansible_collections.sse.stack.plugins.module_utils import sse_diagnose_host as host
+from ansible_collections.sse.stack.plugins.module_utils import sse_diagnose_host_nginx as host_nginx
 from ansible_collections.sse.stack.plugins.module_utils import sse_diagnose_verdict as verdict_mod
 from sse_fault_server import INTERVAL, FaultServer
 
@@ -336,3 +339,124 @@ def test_probe_findings_tell_backend_from_proxy():
     assert [x["id"] for x in out] == ["proxy.stream_fails"]
     out = verdict_mod.probe_findings({"nginx": {"skipped": True}, "backend": probe(True)}, 2)
     assert out == []
+
+
+# --- issue 21: findings across hops ----------------------------------------------------------
+
+SOCKET_UNIT = {
+    "unit": "sse-backend.service",
+    "sockets": [{"unit": "sse-backend.socket", "active": "active", "listen": ["127.0.0.1:8000"]}],
+    "server": {"server": "gunicorn", "argv": ["/v/bin/gunicorn", "app:app"]},
+    "exec_start_where": "/u/sse-backend.service:12",
+}
+
+
+def nginx_info(tmp_path, upstream="127.0.0.1:8000", location=""):
+    dump = nginx_dump(upstream, str(tmp_path / "x.log"), location)
+    info, _ = host_nginx.nginx_section(params(), fake_nginx(dump), which_nginx, procs_with_master())
+    return info
+
+
+def test_upstream_port_that_misses_the_backend_socket_is_named(tmp_path):
+    unit = {**SOCKET_UNIT}
+    (found,) = cross.upstream_port(nginx_info(tmp_path, "127.0.0.1:8001"), [unit])
+    assert found["id"] == "nginx.upstream_port" and found["severity"] == "critical"
+    assert found["where"] == "/etc/nginx/conf.d/sse.conf:2"  # the upstream's server line
+    assert "127.0.0.1:8000 (ListenStream=127.0.0.1:8000 of sse-backend.socket)" in found["message"]
+    assert cross.upstream_port(nginx_info(tmp_path, "127.0.0.1:8000"), [unit]) == []
+    # a backend on another host: not this host's socket to compare with
+    assert cross.upstream_port(nginx_info(tmp_path, "10.0.0.7:8001"), [unit]) == []
+    # the probe straight to the backend goes where it listens, not where nginx sends
+    info = nginx_info(tmp_path, "127.0.0.1:8001")
+    probes = host.probes_section(params(probe=False), info, [unit], [found], "sse-diagnose-1")
+    assert probes["backend"]["url"] == "http://127.0.0.1:8000/healthy"
+
+
+def accel_probes(header: str) -> dict:
+    direct = probe(True, status=200, headers={"x-accel-buffering": header}, url="http://b/healthy")
+    return {"nginx": probe(False), "backend": direct}
+
+
+def test_backend_sending_x_accel_buffering_yes_is_the_cause(tmp_path):
+    info = nginx_info(tmp_path)
+    probes = accel_probes("yes")
+    found = cross.accel_buffering(info, probes, [SOCKET_UNIT], "/healthy")
+    assert [f["id"] for f in found] == ["backend.accel_buffering"]
+    assert "proxy_buffering off at /etc/nginx/conf.d/sse.conf:" in found[0]["message"]
+    assert "sse-backend.service" in found[0]["message"]
+    findings = found + verdict_mod.probe_findings(probes, 1)
+    result = verdict_mod.verdict(findings, probes, {"paths": ["/healthy"]})
+    assert result["cause"]["id"] == "backend.accel_buffering", result["sentence"]
+    assert cross.accel_buffering(info, accel_probes("no"), [], "/healthy") == []
+
+
+def test_x_accel_buffering_yes_that_nginx_ignores_is_harmless(tmp_path):
+    """A decoy: the header looks wrong, but proxy_ignore_headers makes nginx ignore it."""
+    info = nginx_info(tmp_path, location="proxy_ignore_headers X-Accel-Buffering;")
+    assert cross.accel_buffering(info, accel_probes("yes"), [], "/healthy") == []
+
+
+def on_disk(severity="critical"):
+    return verdict_mod.finding(
+        "nginx.proxy_read_timeout",
+        severity,
+        "proxy_read_timeout 1s at /etc/nginx/conf.d/sse.conf:9 ...",
+        "/etc/nginx/conf.d/sse.conf:9",
+    )
+
+
+def not_reloaded():
+    return verdict_mod.finding(
+        "nginx.not_reloaded", "warning", "changed after load", "/etc/nginx/conf.d/sse.conf"
+    )
+
+
+CHANGED = {
+    "changed_after_load": [{"path": "/etc/nginx/conf.d/sse.conf", "at": "t"}],
+    "loaded_at": "2026-12-02T07:00:00Z",
+}
+
+
+def test_edit_on_disk_not_reloaded_is_not_the_present_cause():
+    """A valid edit on disk, not reloaded: the live stream passes, so it is not running."""
+    findings = [on_disk(), not_reloaded()]
+    probes = {"nginx": probe(True), "backend": probe(True)}
+    cross.running_config(findings, CHANGED, probes)
+    result = verdict_mod.verdict(findings, probes, {"paths": ["/p"]})
+    assert result["healthy"] is True, result["sentence"]
+    assert findings[0]["loaded"] is False and findings[0]["severity"] == "warning"
+    assert "on disk only" in findings[0]["message"]
+    assert (
+        "not loaded yet (breaks streams at the next reload): nginx.proxy_read_timeout at"
+        " /etc/nginx/conf.d/sse.conf:9" in result["sentence"]
+    )
+    # the stream through nginx fails: the file may well be what runs, it stays the cause
+    findings = [on_disk(), not_reloaded()]
+    probes = {"nginx": probe(False), "backend": probe(True)}
+    cross.running_config(findings, CHANGED, probes)
+    assert verdict_mod.verdict(findings, probes, {})["cause"]["id"] == "nginx.proxy_read_timeout"
+
+
+def test_running_config_older_than_a_healthy_disk_is_the_cause():
+    findings = [
+        not_reloaded(),
+        *verdict_mod.probe_findings({"nginx": probe(False), "backend": probe(True)}, 1),
+    ]
+    probes = {"nginx": probe(False), "backend": probe(True)}
+    cross.running_config(findings, CHANGED, probes)
+    result = verdict_mod.verdict(findings, probes, {"paths": ["/p"]})
+    assert result["cause"]["id"] == "nginx.not_reloaded", result["sentence"]
+    assert "older configuration" in result["cause"]["message"]
+
+
+def test_not_reloaded_within_a_second_of_the_workers_start(tmp_path):
+    """Precise start times: a file written 0.5 s after the workers started is seen."""
+    conf = tmp_path / "nginx.conf"
+    conf.write_text("events {}\nhttp { }\n")
+    table = procs_with_master()
+    worker = table.procs[11]
+    os.utime(conf, (worker["start"] + 0.5, worker["start"] + 0.5))
+    dump = f"# configuration file {conf}:\n{conf.read_text()}"
+    info, found = host_nginx.nginx_section(params(), fake_nginx(dump), which_nginx, table)
+    assert [f["id"] for f in found if f["id"] == "nginx.not_reloaded"] == ["nginx.not_reloaded"]
+    assert info["changed_after_load"][0]["path"] == str(conf)

@@ -10,6 +10,9 @@ import textwrap
 
 import pytest
 from ansible_collections.sse.stack.plugins.module_utils import sse_diagnose_nginx as ngx
+from ansible_collections.sse.stack.plugins.module_utils import (
+    sse_diagnose_nginx_findings as ngx_findings,
+)
 
 
 def dump(files: dict[str, str]) -> str:
@@ -48,7 +51,7 @@ def findings_for(site: str, uri: str = "/notify/events", keepalive: float = 30, 
     server = cfg.servers()[0]
     chain = ngx.find_location(server, uri)
     assert chain, f"no location for {uri}"
-    result, found = ngx.analyze_location(cfg, server, chain, uri, keepalive)
+    result, found = ngx_findings.analyze_location(cfg, server, chain, uri, keepalive)
     return result, {f["id"]: f for f in found}
 
 
@@ -195,13 +198,108 @@ LOCATIONS = """
         ("/api/v2/items", "location /api/ > location /api/v2/"),  # nested prefix
         ("/api/x/stream", "location /api/ > location ~ /stream$"),  # nested regex first
         ("/api/stream-x", "location ~ /api/.*stream"),  # then the outer regexes
-        ("/exact-name", "location /exact-name"),  # a prefix equal to the URI ends the search
+        # a prefix named exactly the URI is only the longest prefix: the regex still wins
+        ("/exact-name", "location ~ ^/exact-name$"),
         ("/exact-name/", "location /exact-name"),
         ("@fallback", "none"),  # named locations never match a request
     ],
 )
 def test_location_matching_follows_nginx(uri, expected):
     assert served(LOCATIONS, uri) == expected
+
+
+# nginx's documentation of "location" (ngx_http_core_module), its example configurations
+DOCS_EXAMPLE = """
+    server {
+        location = / { }
+        location / { }
+        location /documents/ { }
+        location ^~ /images/ { }
+        location ~* \\.(gif|jpg|jpeg)$ { }
+    }
+"""
+
+
+@pytest.mark.parametrize(
+    ("uri", "expected"),
+    [
+        ("/", "location = /"),  # configuration A
+        ("/index.html", "location /"),  # B
+        ("/documents/document.html", "location /documents/"),  # C
+        ("/images/1.gif", "location ^~ /images/"),  # D
+        ("/documents/1.jpg", "location ~* \\.(gif|jpg|jpeg)$"),  # E
+    ],
+)
+def test_nginx_documentation_example(uri, expected):
+    assert served(DOCS_EXAMPLE, uri) == expected
+
+
+def test_nginx_documentation_auto_redirect_and_exact_match():
+    """A prefix ending in "/" with proxy_pass: the URI without the slash gets a 301 to it,
+    unless an exact location takes that URI (the documentation's /user example)."""
+    site = """
+        server {
+            location /user/ { proxy_pass http://user.example.com; }
+            location = /user { proxy_pass http://login.example.com; }
+            location /group/ { proxy_pass http://user.example.com; }
+            location ~ ^/group { }
+        }
+    """
+    cfg = config(site)
+    (server,) = cfg.servers()
+    assert served(site, "/user") == "location = /user"
+    match = ngx.match_location(server, "/group")
+    assert match.redirect and match.location.describe() == "location /group/"
+    assert not ngx.match_location(server, "/group/x").redirect
+
+
+def test_regex_beats_a_prefix_named_as_the_uri():
+    """Issue 21: a regex location nginx picks for /notify/events over the prefix location."""
+    site = """
+        server {
+            location /notify/events { proxy_pass http://127.0.0.1:8000; }
+            location ~ ^/notify/ { return 404; }
+        }
+    """
+    assert served(site, "/notify/events") == "location ~ ^/notify/"
+
+
+def test_noregex_stops_the_regexes_only_as_the_longest_prefix():
+    site = """
+        server {
+            location ^~ /static/ { }
+            location /static/img/ { }
+            location ~ \\.png$ { }
+        }
+    """
+    assert served(site, "/static/a.png") == "location ^~ /static/"
+    assert served(site, "/static/img/a.png") == "location ~ \\.png$"  # longest is not ^~
+
+
+def test_nested_noregex_stops_only_the_nested_regexes():
+    site = """
+        server {
+            location /a/ {
+                location ^~ /a/b/ { }
+                location ~ /a/b/n { }
+            }
+            location ~ /a/b/c { }
+        }
+    """
+    assert served(site, "/a/b/n") == "location /a/ > location ^~ /a/b/"
+    assert served(site, "/a/b/c") == "location ~ /a/b/c"  # the outer regexes still run
+
+
+def test_nested_locations_of_a_regex_location():
+    site = """
+        server {
+            location ~ ^/api/ {
+                location ~ /events$ { }
+            }
+        }
+    """
+    assert served(site, "/api/x/events") == "location ~ ^/api/ > location ~ /events$"
+    assert served(site, "/api/x") == "location ~ ^/api/"
 
 
 def test_regex_locations_are_tried_in_order():
@@ -551,5 +649,5 @@ def test_the_project_template_as_rendered_on_a_host():
     plain, tls = cfg.servers()
     assert ngx.redirects_everything(plain) is not None
     chain = ngx.find_location(tls, "/notify/events")
-    _, found = ngx.analyze_location(cfg, tls, chain, "/notify/events", 30)
+    _, found = ngx_findings.analyze_location(cfg, tls, chain, "/notify/events", 30)
     assert [f for f in found if f["severity"] != "info"] == []

@@ -1,309 +1,555 @@
-"""Bad input to the sse_nginx role is rejected before anything changes, naming the variable.
+"""Bad input to sse_nginx is refused before any module runs on a host, naming the variable.
 
-Each case applies the role to `localhost` (`-c local`, no facts, no root) with one bad
-variable and expects ansible-playbook to fail in argument validation or in preflight.yml,
-before the first host-changing task ("Install nginx") runs. No containers: argument
-validation and the preflight checks run on the controller only.
+Each case is a tripwired host (tripwire.py: its interpreter records and fails any module
+run) named after the case, with the case's variables as its host variables; one
+ansible-playbook run per way the role is used (through site.yml, one run per case, with
+the variables as extra vars):
+
+- `preflight`: `tasks_from: preflight`, as site.yml's first play runs it, where no
+  argument spec applies: the preflight alone must refuse wrong types ("10s" for a number
+  is not 0);
+- `main`: the role as a whole (argument spec first, then preflight);
+- `upstreams`: the entry point a rolling release drains a backend with;
+- `site`: site.yml itself, on one host that is backend and proxy.
+
+A bad case passes when the run fails in the role's preflight (or argument validation),
+every failure message names the variable (and holds the `also` texts), and no module ran
+on the host. The valid cases (unusual but sane input) pass every check: through `main`
+the first module run ("Install nginx") is where the tripwire stops them.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from concurrent.futures import ThreadPoolExecutor
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from tripwire import Case, Played, assert_case, batch_runner, start_runs
 
-ROOT = Path(__file__).resolve().parents[2]
-FIRST_CHANGE = "Install nginx"
-PREFLIGHT_UPSTREAMS = "preflight_upstreams.yml"
-
-PLAYBOOK = """\
-- name: Apply sse_nginx with one bad input
-  hosts: all
-  gather_facts: false
-  roles:
-    - role: sse_nginx
-"""
+ROLE = "sse_nginx"
+PREFLIGHT = ("roles/sse_nginx/tasks/preflight",)  # preflight.yml, preflight_*.yml
+# valid input through these entry points is stopped by the tripwire at this task
+FIRST_HOST_TASKS = {"main": "Install nginx", "upstreams": "Look for the role's live upstream file"}
+LOC = {"path": "/notify/events", "read_timeout": "1h", "send_timeout": "1h"}
 
 
-def _files(tmp: Path) -> tuple[str, str]:
-    cert, key = tmp / "site.crt", tmp / "site.key"
-    cert.write_text("-----BEGIN CERTIFICATE-----\n")
-    key.write_text("-----BEGIN PRIVATE KEY-----\n")
-    return str(cert), str(key)
+def bad(
+    case_id: str, variables: dict[str, Any], names: str, *also: str, entry: str = "preflight"
+) -> Case:
+    return Case(case_id, variables, names, entry, also)
 
 
-# id -> (extra vars, text the output must contain: the variable and the complaint)
-def cases(cert: str, key: str, missing: str) -> dict[str, tuple[dict, list[str]]]:
-    loc = {"path": "/notify/events", "read_timeout": "1h", "send_timeout": "1h"}
-    return {
-        "wrong-type-int": (
-            {"sse_nginx_worker_connections": "many"},
-            ["sse_nginx_worker_connections", "convert to int"],
-        ),
-        "wrong-type-list": (
-            {"sse_nginx_sse_locations": {"path": "/notify/events"}},
-            ["sse_nginx_sse_locations", "list"],
-        ),
-        "location-missing-path": (
-            {"sse_nginx_sse_locations": [{"read_timeout": "1h"}]},
-            ["sse_nginx_sse_locations", "path"],
-        ),
-        "location-unknown-key": (
-            {"sse_nginx_sse_locations": [{**loc, "buffering": "on"}]},
-            ["sse_nginx_sse_locations.buffering"],
-        ),
-        "location-path-relative": (
-            {"sse_nginx_sse_locations": [{**loc, "path": "notify/events"}]},
-            ["sse_nginx_sse_locations[0].path", "must start"],
-        ),
-        "location-path-duplicate": (
-            {"sse_nginx_sse_locations": [loc, loc]},
-            ["sse_nginx_sse_locations[1].path", "only once"],
-        ),
-        "upstream-without-port": (
-            {"sse_nginx_upstreams": ["127.0.0.1:8000", "10.0.0.5"]},
-            ["sse_nginx_upstreams[1]", "host:port"],
-        ),
-        "upstream-port-zero": (
-            {"sse_nginx_upstreams": ["backend:0"]},
-            ["sse_nginx_upstreams[0]", "1..65535"],
-        ),
-        "upstream-port-too-big": (
-            {"sse_nginx_upstreams": ["[::1]:65536"]},
-            ["sse_nginx_upstreams[0]", "1..65535"],
-        ),
-        "upstreams-empty": ({"sse_nginx_upstreams": []}, ["sse_nginx_upstreams", "at least one"]),
-        "down-not-an-upstream": (
-            {"sse_nginx_upstreams": ["a:8000", "b:8000"], "sse_nginx_upstreams_down": ["c:8000"]},
-            ["sse_nginx_upstreams_down[0]", "not one of sse_nginx_upstreams"],
-        ),
-        "down-every-upstream": (
-            {
-                "sse_nginx_upstreams": ["a:8000", "b:8000"],
-                "sse_nginx_upstreams_down": ["b:8000", "a:8000"],
-            },
-            ["sse_nginx_upstreams_down", "every backend", "502"],
-        ),
-        "cert-without-key": (
-            {"sse_nginx_tls_cert": cert},
-            ["sse_nginx_tls_cert is set but sse_nginx_tls_key is empty"],
-        ),
-        "key-without-cert": (
-            {"sse_nginx_tls_key": key},
-            ["sse_nginx_tls_key is set but sse_nginx_tls_cert is empty"],
-        ),
-        "cert-not-on-controller": (
-            {"sse_nginx_tls_cert": missing, "sse_nginx_tls_key": key},
-            ["sse_nginx_tls_cert", "not a file on the controller"],
-        ),
-        "key-not-on-controller": (
-            {"sse_nginx_tls_cert": cert, "sse_nginx_tls_key": missing},
-            ["sse_nginx_tls_key", "not a file on the controller"],
-        ),
-        "timeout-not-nginx-time": (
-            {"sse_nginx_read_timeout": "1 hour"},
-            ["sse_nginx_read_timeout", "not a valid nginx time"],
-        ),
-        "location-timeout-not-nginx-time": (
-            {"sse_nginx_sse_locations": [{**loc, "send_timeout": "1h30x"}]},
-            ["sse_nginx_sse_locations[0].send_timeout", "not a valid nginx time"],
-        ),
-        "timeout-months-in-ms-directive": (
-            {"sse_nginx_sse_locations": [{**loc, "read_timeout": "1M"}]},
-            ["sse_nginx_sse_locations[0].read_timeout", "not allowed"],
-        ),
-        "shutdown-timeout-not-nginx-time": (
-            {"sse_nginx_worker_shutdown_timeout": "3 minutes"},
-            ["sse_nginx_worker_shutdown_timeout", "not a valid nginx time"],
-        ),
-        "worker-connections-zero": (
-            {"sse_nginx_worker_connections": 0},
-            ["sse_nginx_worker_connections (0) must be at least 1"],
-        ),
-        "read-timeout-below-keepalive": (
-            {"sse_nginx_sse_locations": [{**loc, "read_timeout": "20s"}]},
-            [
-                "sse_nginx_sse_locations[0] (/notify/events): read_timeout 20s is not longer than "
-                "sse_nginx_keepalive_interval (30s) + sse_nginx_keepalive_margin (10s)"
-            ],
-        ),
-        "fallback-read-timeout-below-keepalive": (
-            {
-                "sse_nginx_sse_locations": [{"path": "/a"}],
-                "sse_nginx_read_timeout": "40s",
-            },
-            ["sse_nginx_sse_locations[0] (/a): read_timeout 40s from sse_nginx_read_timeout"],
-        ),
-        "keepalive-interval-above-read-timeout": (
-            {"sse_nginx_keepalive_interval": 3600},
-            ["read_timeout 1h (3600s)", "sse_nginx_keepalive_interval (3600s)"],
-        ),
-        "same-ports": ({"sse_nginx_http_port": 443}, ["sse_nginx_http_port", "two different"]),
-        "site-name-with-slash": (
-            {"sse_nginx_site_name": "../etc"},
-            ["sse_nginx_site_name", "letters, digits"],
-        ),
-        "staging-inside-etc-nginx": (
-            {"sse_nginx_staging_dir": "/etc/nginx/staging"},
-            ["sse_nginx_staging_dir", "outside /etc/nginx"],
-        ),
-    }
-
-
-def run_role(
-    tmp: Path, name: str, extra: dict, *args: str, playbook: str = PLAYBOOK
-) -> subprocess.CompletedProcess[str]:
-    # one playbook file per case: the cases run in parallel threads, and rewriting one
-    # shared file let another case's ansible-playbook read it half-written (empty)
-    play = tmp / f"{name}.play.yml"
-    play.write_text(playbook)
-    vars_file = tmp / f"{name}.json"
-    vars_file.write_text(json.dumps(extra))
-    venv_bin = str(Path(sys.executable).parent)
-    env = {
-        **os.environ,
-        "PATH": venv_bin + os.pathsep + os.environ.get("PATH", ""),
-        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
-        "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
-        "ANSIBLE_NOCOLOR": "1",
-        "NO_COLOR": "1",
-        "ANSIBLE_RETRY_FILES_ENABLED": "0",
-    }
-    return subprocess.run(
-        [
-            os.path.join(venv_bin, "ansible-playbook"),
-            "-i",
-            "localhost,",
-            "-c",
-            "local",
-            str(play),
-            "-e",
-            f"@{vars_file}",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp,
-        timeout=120,
-        check=False,
+def directive(case_id: str, text: str, why: str) -> Case:
+    return bad(
+        case_id, {"sse_nginx_extra_directives": [text]}, "sse_nginx_extra_directives[0]", why
     )
 
 
-@pytest.fixture(scope="module")
-def paths(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str, str]:
-    tmp = tmp_path_factory.mktemp("sse_nginx_bad_input")
-    cert, key = _files(tmp)
-    return tmp, cert, key, str(tmp / "no-such-file.pem")
+def staging(case_id: str, path: str, why: str) -> Case:
+    return bad(case_id, {"sse_nginx_staging_dir": path}, "sse_nginx_staging_dir", why)
 
 
-@pytest.fixture(scope="module")
-def results(paths) -> dict[str, subprocess.CompletedProcess[str]]:
-    """Every case at once (each is an ansible-playbook start-up, ~2 s of CPU)."""
-    tmp, cert, key, missing = paths
-    todo = cases(cert, key, missing)
-    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
-        futures = {
-            name: pool.submit(run_role, tmp, name, extra) for name, (extra, _) in todo.items()
-        }
-        return {name: future.result() for name, future in futures.items()}
+# A certificate pair on the controller for the cases that need one (the fixture `tls_pair`
+# writes it; the cases name its paths).
+TLS = Path(tempfile.mkdtemp(prefix="sse-nginx-bad-input-"))
+CERT, KEY, MISSING = str(TLS / "site.crt"), str(TLS / "site.key"), str(TLS / "no-such.pem")
 
+BAD = [
+    # wrong types, never coerced to 0 (through preflight alone: no argument spec there)
+    bad(
+        "connections-10s",
+        {"sse_nginx_worker_connections": "10s"},
+        "sse_nginx_worker_connections",
+        "whole number",
+    ),
+    bad("hsts-2y", {"sse_nginx_hsts_max_age": "2y"}, "sse_nginx_hsts_max_age", "whole number"),
+    bad(
+        "https-port-float", {"sse_nginx_https_port": 443.5}, "sse_nginx_https_port", "whole number"
+    ),
+    bad("http-port-bool", {"sse_nginx_http_port": True}, "sse_nginx_http_port", "whole number"),
+    bad(
+        "keepalive-30s",
+        {"sse_nginx_keepalive_interval": "30s"},
+        "sse_nginx_keepalive_interval",
+        "a number",
+    ),
+    bad(
+        "margin-inf",
+        {"sse_nginx_keepalive_margin": "inf"},
+        "sse_nginx_keepalive_margin",
+        "a number",
+    ),
+    bad("rlimit-list", {"sse_nginx_worker_rlimit_nofile": [1]}, "sse_nginx_worker_rlimit_nofile"),
+    bad(
+        "upstreams-string",
+        {"sse_nginx_upstreams": "127.0.0.1:8000"},
+        "sse_nginx_upstreams",
+        "expected a list",
+    ),
+    bad(
+        "locations-dict",
+        {"sse_nginx_sse_locations": {"path": "/a"}},
+        "sse_nginx_sse_locations",
+        "expected a list",
+    ),
+    bad(
+        "location-misspelt-path",
+        {"sse_nginx_sse_locations": [{"pth": "/a"}]},
+        "sse_nginx_sse_locations[0]",
+        "unknown key pth",
+    ),
+    bad(
+        "location-missing-path",
+        {"sse_nginx_sse_locations": [{"read_timeout": "1h"}]},
+        "sse_nginx_sse_locations[0]",
+        "path is required",
+    ),
+    bad(
+        "location-not-a-dict",
+        {"sse_nginx_sse_locations": ["/a"]},
+        "sse_nginx_sse_locations[0]",
+        "a mapping",
+    ),
+    bad(
+        "directives-string",
+        {"sse_nginx_extra_directives": "gzip off;"},
+        "sse_nginx_extra_directives",
+        "expected a list",
+    ),
+    bad(
+        "server-name-list",
+        {"sse_nginx_server_name": ["a", "b"]},
+        "sse_nginx_server_name",
+        "a string",
+    ),
+    bad("server-name-null", {"sse_nginx_server_name": None}, "sse_nginx_server_name", "a string"),
+    # a newline at the end passed every `$` regex once
+    bad(
+        "server-name-newline",
+        {"sse_nginx_server_name": "localhost\n"},
+        "sse_nginx_server_name",
+        "control character",
+    ),
+    bad(
+        "site-name-newline",
+        {"sse_nginx_site_name": "sse\n"},
+        "sse_nginx_site_name",
+        "control character",
+    ),
+    bad(
+        "site-name-dotdot",
+        {"sse_nginx_site_name": "a..b"},
+        "sse_nginx_site_name",
+        "letters, digits",
+    ),
+    bad(
+        "site-name-slash",
+        {"sse_nginx_site_name": "../etc"},
+        "sse_nginx_site_name",
+        "letters, digits",
+    ),
+    bad(
+        "access-log-newline",
+        {"sse_nginx_access_log": "/var/log/nginx/a.log\n"},
+        "sse_nginx_access_log",
+        "control character",
+    ),
+    bad(
+        "access-log-dotdot",
+        {"sse_nginx_access_log": "/var/log/../../etc/x"},
+        "sse_nginx_access_log",
+        "'..'",
+    ),
+    bad(
+        "access-log-semicolon",
+        {"sse_nginx_access_log": "/var/log/a.log;"},
+        "sse_nginx_access_log",
+        "absolute file path",
+    ),
+    bad(
+        "location-path-newline",
+        {"sse_nginx_sse_locations": [{**LOC, "path": "/a\n"}]},
+        "sse_nginx_sse_locations[0].path",
+        "control character",
+    ),
+    bad(
+        "location-path-brace",
+        {"sse_nginx_sse_locations": [{**LOC, "path": "/a{"}]},
+        "sse_nginx_sse_locations[0].path",
+        "must start",
+    ),
+    bad(
+        "location-path-relative",
+        {"sse_nginx_sse_locations": [{**LOC, "path": "a"}]},
+        "sse_nginx_sse_locations[0].path",
+        "must start",
+    ),
+    bad(
+        "location-path-root",
+        {"sse_nginx_sse_locations": [{**LOC, "path": "/"}]},
+        "sse_nginx_sse_locations[0].path",
+        "catch-all",
+    ),
+    bad(
+        "location-path-duplicate",
+        {"sse_nginx_sse_locations": [LOC, LOC]},
+        "sse_nginx_sse_locations[1].path",
+        "more than once",
+    ),
+    bad(
+        "upstream-newline",
+        {"sse_nginx_upstreams": ["127.0.0.1:8000\n"]},
+        "sse_nginx_upstreams[0]",
+        "control character",
+    ),
+    bad(
+        "upstream-no-port",
+        {"sse_nginx_upstreams": ["127.0.0.1:8000", "10.0.0.5"]},
+        "sse_nginx_upstreams[1]",
+        "host:port",
+    ),
+    bad(
+        "upstream-port-0",
+        {"sse_nginx_upstreams": ["backend:0"]},
+        "sse_nginx_upstreams[0]",
+        "1..65535",
+    ),
+    bad(
+        "upstream-port-65536",
+        {"sse_nginx_upstreams": ["[::1]:65536"]},
+        "sse_nginx_upstreams[0]",
+        "1..65535",
+    ),
+    bad(
+        "upstream-injection",
+        {"sse_nginx_upstreams": ["a:1; server evil:80"]},
+        "sse_nginx_upstreams[0]",
+        "host:port",
+    ),
+    bad(
+        "upstream-unix-dotdot",
+        {"sse_nginx_upstreams": ["unix:/run/../x.sock"]},
+        "sse_nginx_upstreams[0]",
+        "unix:/",
+    ),
+    bad("upstreams-empty", {"sse_nginx_upstreams": []}, "sse_nginx_upstreams", "at least one"),
+    bad(
+        "down-not-an-upstream",
+        {"sse_nginx_upstreams": ["a:8000"], "sse_nginx_upstreams_down": ["c:8000"]},
+        "sse_nginx_upstreams_down[0]",
+        "not one of",
+    ),
+    bad(
+        "down-every-upstream",
+        {"sse_nginx_upstreams": ["a:8000"], "sse_nginx_upstreams_down": ["a:8000"]},
+        "sse_nginx_upstreams_down",
+        "502",
+    ),
+    # extra directives cannot change the configuration's structure
+    directive(
+        "directive-closes-server",
+        "proxy_buffering on; } server { listen 8080;",
+        "more than one directive",
+    ),
+    directive("directive-brace", "}", "'}' outside quotes"),
+    directive("directive-block", "location /x { return 200; }", "'{' outside quotes"),
+    directive("directive-no-semicolon", "gzip off", "end with ';'"),
+    directive("directive-two", "gzip off; gzip_vary on;", "more than one directive"),
+    directive("directive-comment", "# gzip off;", "'#' outside quotes"),
+    directive("directive-newline", "gzip off;\nlisten 8080;", "control character"),
+    directive("directive-listen", "listen 8080;", "writes itself"),
+    directive("directive-unclosed-quote", 'add_header X "a;', "not closed"),
+    directive("directive-empty", ";", "empty"),
+    # wrong nginx times
+    bad(
+        "timeout-not-nginx-time",
+        {"sse_nginx_read_timeout": "1 hour"},
+        "sse_nginx_read_timeout",
+        "not a valid nginx time",
+    ),
+    bad(
+        "timeout-newline",
+        {"sse_nginx_send_timeout": "1h\n"},
+        "sse_nginx_send_timeout",
+        "control character",
+    ),
+    bad("timeout-float", {"sse_nginx_read_timeout": 1.5}, "sse_nginx_read_timeout", "a string"),
+    bad(
+        "location-timeout",
+        {"sse_nginx_sse_locations": [{**LOC, "send_timeout": "1h30x"}]},
+        "sse_nginx_sse_locations[0].send_timeout",
+        "not a valid nginx time",
+    ),
+    bad(
+        "location-timeout-months",
+        {"sse_nginx_sse_locations": [{**LOC, "read_timeout": "1M"}]},
+        "sse_nginx_sse_locations[0].read_timeout",
+        "not allowed",
+    ),
+    bad(
+        "shutdown-timeout",
+        {"sse_nginx_worker_shutdown_timeout": "3 minutes"},
+        "sse_nginx_worker_shutdown_timeout",
+        "not a valid nginx time",
+    ),
+    # the staging folder is the role's own: never a system folder, never /etc/nginx
+    staging("staging-var-lib", "/var/lib", "folder of the system"),
+    staging("staging-root", "/", "folder of the system"),
+    staging("staging-tmp", "/tmp/", "folder of the system"),
+    staging("staging-home", "/home", "folder of the system"),
+    staging("staging-srv", "/srv", "folder of the system"),
+    staging("staging-var-lib-nginx", "/var/lib/nginx", "folder of the system"),
+    staging("staging-etc", "/etc", "folder of the system"),
+    staging("staging-usr", "/usr", "folder of the system"),
+    staging("staging-proc", "/proc/sse", "folder of the system"),
+    staging("staging-etc-nginx", "/etc/nginx/staging", "outside /etc/nginx"),
+    staging("staging-relative", "staging", "absolute folder"),
+    staging("staging-dotdot", "/var/lib/sse/../../lib", "absolute folder"),
+    staging("staging-newline", "/var/lib/sse-nginx/staging\n", "control character"),
+    # ranges and cross-checks
+    bad(
+        "connections-0",
+        {"sse_nginx_worker_connections": 0},
+        "sse_nginx_worker_connections",
+        "at least 1",
+    ),
+    bad("same-ports", {"sse_nginx_http_port": 443}, "sse_nginx_http_port", "two different"),
+    bad(
+        "port-70000-as-text", {"sse_nginx_https_port": "70000"}, "sse_nginx_https_port", "1..65535"
+    ),
+    bad(
+        "read-timeout-below-keepalive",
+        {"sse_nginx_sse_locations": [{**LOC, "read_timeout": "20s"}]},
+        "sse_nginx_sse_locations[0] (/notify/events): read_timeout 20s is not longer than "
+        "sse_nginx_keepalive_interval (30s) + sse_nginx_keepalive_margin (10s)",
+    ),
+    bad(
+        "fallback-read-timeout-below-keepalive",
+        {"sse_nginx_sse_locations": [{"path": "/a"}], "sse_nginx_read_timeout": "40s"},
+        "sse_nginx_sse_locations[0] (/a): read_timeout 40s from sse_nginx_read_timeout",
+    ),
+    bad(
+        "cert-without-key",
+        {"sse_nginx_tls_cert": CERT},
+        "sse_nginx_tls_cert is set but sse_nginx_tls_key is empty",
+    ),
+    bad(
+        "key-without-cert",
+        {"sse_nginx_tls_key": KEY},
+        "sse_nginx_tls_key is set but sse_nginx_tls_cert is empty",
+    ),
+    bad(
+        "cert-not-on-controller",
+        {"sse_nginx_tls_cert": MISSING, "sse_nginx_tls_key": KEY},
+        "sse_nginx_tls_cert",
+        "not a file on the controller",
+    ),
+    bad(
+        "key-newline",
+        {"sse_nginx_tls_cert": CERT, "sse_nginx_tls_key": KEY + "\n"},
+        "sse_nginx_tls_key",
+        "control character",
+    ),
+    # the role as a whole: its argument spec, then the same preflight
+    bad(
+        "main-locations-dict",
+        {"sse_nginx_sse_locations": {"path": "/a"}},
+        "sse_nginx_sse_locations",
+        entry="main",
+    ),
+    bad(
+        "main-unknown-location-key",
+        {"sse_nginx_sse_locations": [{**LOC, "buffering": "on"}]},
+        "sse_nginx_sse_locations",
+        "buffering",
+        entry="main",
+    ),
+    bad(
+        "main-connections-10s",
+        {"sse_nginx_worker_connections": "10s"},
+        "sse_nginx_worker_connections",
+        entry="main",
+    ),
+    bad(
+        "main-directive-brace",
+        {"sse_nginx_extra_directives": ["}"]},
+        "sse_nginx_extra_directives[0]",
+        entry="main",
+    ),
+    bad(
+        "main-server-name-newline",
+        {"sse_nginx_server_name": "x\n"},
+        "sse_nginx_server_name",
+        entry="main",
+    ),
+    bad(
+        "main-staging-var-lib",
+        {"sse_nginx_staging_dir": "/var/lib"},
+        "sse_nginx_staging_dir",
+        entry="main",
+    ),
+    # the entry point a rolling release drains with checks its own inputs
+    bad(
+        "upstreams-down-not-an-upstream",
+        {"sse_nginx_upstreams": ["a:8000"], "sse_nginx_upstreams_down": ["a:8001"]},
+        "sse_nginx_upstreams_down[0]",
+        entry="upstreams",
+    ),
+    bad(
+        "upstreams-bad-upstream",
+        {"sse_nginx_upstreams": ["a\n:8000"]},
+        "sse_nginx_upstreams[0]",
+        entry="upstreams",
+    ),
+    bad(
+        "upstreams-entry-string",
+        {"sse_nginx_upstreams": "a:8000"},
+        "sse_nginx_upstreams",
+        "expected a list",
+        entry="upstreams",
+    ),
+    bad(
+        "upstreams-staging-var-lib",
+        {"sse_nginx_staging_dir": "/var/lib"},
+        "sse_nginx_staging_dir",
+        entry="upstreams",
+    ),
+    bad(
+        "upstreams-down-dict",
+        {"sse_nginx_upstreams_down": {"a": 1}},
+        "sse_nginx_upstreams_down",
+        entry="upstreams",
+    ),
+    # through site.yml, as a user runs it (its first play checks every role's input)
+    bad(
+        "site-connections-10s",
+        {"sse_nginx_worker_connections": "10s"},
+        "sse_nginx_worker_connections",
+        entry="site",
+    ),
+    bad("site-hsts-2y", {"sse_nginx_hsts_max_age": "2y"}, "sse_nginx_hsts_max_age", entry="site"),
+    bad(
+        "site-directive-closes-server",
+        {"sse_nginx_extra_directives": ["gzip on; } server { listen 8081;"]},
+        "sse_nginx_extra_directives[0]",
+        entry="site",
+    ),
+    bad(
+        "site-server-name-newline",
+        {"sse_nginx_server_name": "localhost\n"},
+        "sse_nginx_server_name",
+        entry="site",
+    ),
+    bad(
+        "site-staging-var-lib",
+        {"sse_nginx_staging_dir": "/var/lib"},
+        "sse_nginx_staging_dir",
+        entry="site",
+    ),
+]
 
-CASE_IDS = list(cases("c", "k", "m"))
-
-
-@pytest.mark.parametrize("case", CASE_IDS)
-def test_bad_input_is_rejected_before_any_change(case, paths, results):
-    _, cert, key, missing = paths
-    _, expected = cases(cert, key, missing)[case]
-    proc = results[case]
-    out = proc.stdout + proc.stderr
-    assert proc.returncode != 0, out
-    for text in expected:
-        assert text in " ".join(out.split()), f"{text!r} not in output:\n{out}"
-    assert FIRST_CHANGE not in out, f"a host-changing task ran:\n{out}"
-    in_validation = "Validation of arguments failed" in out
-    in_preflight = any(
-        f"roles/sse_nginx/tasks/{name}" in out for name in ("preflight.yml", PREFLIGHT_UPSTREAMS)
-    )
-    assert in_validation or in_preflight, f"failed outside preflight:\n{out}"
-
-
-@pytest.mark.parametrize(
-    "extra",
-    [
-        {},
-        {"sse_nginx_upstreams": ["127.0.0.1:8000", "[::1]:8001", "unix:/run/sse/backend.sock"]},
+# Unusual but valid: through `main` they reach the first host task (the tripwire).
+VALID = [
+    Case("defaults", {}, entry="main"),
+    Case(
+        "upstream-forms",
         {
-            "sse_nginx_sse_locations": [{"path": "/a", "read_timeout": "1h30m"}, {"path": "/b"}],
+            "sse_nginx_upstreams": [
+                "127.0.0.1:8000",
+                "[::1]:8001",
+                "unix:/run/sse/backend.sock",
+                "backend-2.example.com:8000",
+            ]
+        },
+        entry="main",
+    ),
+    Case(
+        "ipv6-upstream-drained",
+        {
+            "sse_nginx_upstreams": ["[::1]:8000", "[::1]:8001"],
+            "sse_nginx_upstreams_down": ["[::1]:8000"],
+        },
+        entry="main",
+    ),
+    Case(
+        "several-locations",
+        {
+            "sse_nginx_sse_locations": [
+                {"path": "/a", "read_timeout": "1h30m"},
+                {"path": "/b/c.d", "read_timeout": 3600},
+                {"path": "/notify/events"},
+            ],
             "sse_nginx_keepalive_interval": 15.5,
             "sse_nginx_worker_shutdown_timeout": "90s",
         },
-    ],
-    ids=["defaults", "upstream-forms", "locations"],
-)
-def test_good_input_passes_preflight(extra, paths):
-    """The control: the same harness with good input gets through preflight."""
-    tmp, *_ = paths
-    proc = run_role(tmp, "good", extra, "--tags", "sse_nginx_preflight")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-
-
-def test_given_tls_pair_passes_preflight(paths):
-    tmp, cert, key, _ = paths
-    extra = {"sse_nginx_tls_cert": cert, "sse_nginx_tls_key": key}
-    proc = run_role(tmp, "good-tls", extra, "--tags", "sse_nginx_preflight")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-
-
-# The entry point `upstreams` (a drain) checks its own inputs before it looks at nginx.
-UPSTREAMS_PLAYBOOK = """\
-- name: Apply sse_nginx's entry point upstreams with one bad input
-  hosts: all
-  gather_facts: false
-  tasks:
-    - name: Drain
-      ansible.builtin.include_role:
-        name: sse_nginx
-        tasks_from: upstreams
-"""
-UPSTREAMS_FIRST_TASK = "Look for the role's live upstream file"
-UPSTREAMS_CASES = {
-    "upstreams-down-not-an-upstream": (
-        {"sse_nginx_upstreams": ["a:8000", "b:8000"], "sse_nginx_upstreams_down": ["a:8001"]},
-        ["sse_nginx_upstreams_down[0]", "not one of sse_nginx_upstreams"],
+        entry="main",
     ),
-    "upstreams-down-every-upstream": (
-        {"sse_nginx_upstreams": ["a:8000"], "sse_nginx_upstreams_down": ["a:8000"]},
-        ["sse_nginx_upstreams_down", "every backend", "502"],
+    Case(
+        "sane-directives",
+        {
+            "sse_nginx_extra_directives": [
+                "proxy_buffering on;",
+                "add_header Content-Security-Policy "
+                "\"default-src 'self'; frame-ancestors 'none'\" always;",
+                "client_max_body_size 1m;",
+                "  gzip_types text/plain;  ",
+            ]
+        },
+        entry="main",
     ),
-    "upstreams-bad-upstream": (
-        {"sse_nginx_upstreams": ["a"], "sse_nginx_upstreams_down": []},
-        ["sse_nginx_upstreams[0]", "host:port"],
+    Case(
+        "numbers-as-text",
+        {
+            "sse_nginx_https_port": "8443",
+            "sse_nginx_http_port": "8080",
+            "sse_nginx_keepalive_interval": "20",
+            "sse_nginx_hsts_max_age": "0",
+        },
+        entry="main",
     ),
-    "upstreams-staging-inside-etc-nginx": (
-        {"sse_nginx_staging_dir": "/etc/nginx/x", "sse_nginx_upstreams_down": []},
-        ["sse_nginx_staging_dir", "outside /etc/nginx"],
+    Case("staging-of-its-own", {"sse_nginx_staging_dir": "/var/lib/nginx-staging"}, entry="main"),
+    Case("wildcard-server-name", {"sse_nginx_server_name": "*.example.com"}, entry="main"),
+    Case("tls-pair", {"sse_nginx_tls_cert": CERT, "sse_nginx_tls_key": KEY}, entry="main"),
+    Case(
+        "preflight-numbers-as-text",
+        {"sse_nginx_worker_connections": "1024", "sse_nginx_worker_rlimit_nofile": "4096"},
     ),
-    "upstreams-wrong-type": (
-        {"sse_nginx_upstreams_down": {"a": 1}},
-        ["sse_nginx_upstreams_down", "list"],
+    Case(
+        "upstreams-ipv6",
+        {
+            "sse_nginx_upstreams": ["[::1]:8000", "127.0.0.1:8000"],
+            "sse_nginx_upstreams_down": ["[::1]:8000"],
+        },
+        entry="upstreams",
     ),
-}
+]
+ALL = BAD + VALID
+assert len({case.id for case in ALL}) == len(ALL), "case ids must be unique"
 
 
-@pytest.mark.parametrize("case", list(UPSTREAMS_CASES))
-def test_upstreams_entry_point_rejects_bad_input(case, paths):
-    tmp, *_ = paths
-    extra, expected = UPSTREAMS_CASES[case]
-    proc = run_role(tmp, case, extra, playbook=UPSTREAMS_PLAYBOOK)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode != 0, out
-    for text in expected:
-        assert text in " ".join(out.split()), f"{text!r} not in output:\n{out}"
-    assert UPSTREAMS_FIRST_TASK not in out, f"the entry point went past its checks:\n{out}"
+@pytest.fixture(scope="module")
+def tls_pair() -> Iterator[None]:
+    Path(CERT).write_text("-----BEGIN CERTIFICATE-----\n")
+    Path(KEY).write_text("-----BEGIN PRIVATE KEY-----\n")
+    yield
+    shutil.rmtree(TLS, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def runs(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, tls_pair: None
+) -> dict[str, Callable[[], Played]]:
+    return start_runs(request, tmp_path_factory, ALL, batch_runner(ROLE))
+
+
+@pytest.mark.parametrize("case", BAD, ids=lambda case: case.id)
+def test_refused_before_any_module_runs(case: Case, runs: dict[str, Callable[[], Played]]) -> None:
+    assert_case(runs[case.id](), case, PREFLIGHT, FIRST_HOST_TASKS)
+
+
+@pytest.mark.parametrize("case", VALID, ids=lambda case: case.id)
+def test_valid_input_passes_every_check(case: Case, runs: dict[str, Callable[[], Played]]) -> None:
+    assert_case(runs[case.id](), case, PREFLIGHT, FIRST_HOST_TASKS)

@@ -12,7 +12,10 @@ from pathlib import Path
 import pytest
 from ansible.errors import AnsibleFilterError
 
-PLUGIN = Path(__file__).resolve().parents[2] / "roles/sse_nginx/filter_plugins/nginx_time.py"
+PLUGIN = (
+    Path(__file__).resolve().parents[2]
+    / "collections/ansible_collections/sse/stack/plugins/filter/nginx_time.py"
+)
 _spec = importlib.util.spec_from_file_location("sse_nginx_time", PLUGIN)
 assert _spec is not None and _spec.loader is not None
 nginx_time = importlib.util.module_from_spec(_spec)
@@ -114,3 +117,15 @@ def test_bad_resolution_argument():
 
 def test_registered_as_filter():
     assert nginx_time.FilterModule().filters() == {"sse_nginx_seconds": seconds}
+
+
+def test_problem_reports_instead_of_raising():
+    assert nginx_time.nginx_time_problem("1h30m", "ms") is None
+    assert nginx_time.nginx_time_problem(30, "ms") is None
+    assert nginx_time.nginx_time_problem("1M", "ms") == (
+        "is not a valid nginx time (unit 'M' not allowed here; allowed: w d h m s ms)"
+    )
+    assert nginx_time.nginx_time_problem("1h\n") == (
+        "is not a valid nginx time (unexpected '\\n' at position 2)"
+    )
+    assert nginx_time.nginx_time_problem(True) is not None

@@ -1,10 +1,11 @@
-"""Tests for the SSE probe (module_utils/sseprobe.py), its CLI and its Ansible module."""
+"""Tests for the SSE probe (the sse.stack collection's module_utils sseprobe*.py), its CLI
+and its Ansible module."""
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
-import os
 import shutil
 import socket
 import ssl
@@ -16,16 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sse_fault_server import FaultServer
-
-ROOT = Path(__file__).resolve().parents[2]
-MODULE_UTILS = ROOT / "roles" / "sse_verify" / "module_utils"
-CLI = ROOT / "bin" / "sseprobe"
-MODULE = ROOT / "roles" / "sse_verify" / "library" / "sse_probe.py"
-
-sys.path.insert(0, str(MODULE_UTILS))
-import sseprobe  # noqa: E402
-from sseprobe import (  # noqa: E402
+from ansible_collections.sse.stack.plugins.module_utils.sseprobe import (
     CHECKS,
     Comment,
     ConfigError,
@@ -35,6 +27,17 @@ from sseprobe import (  # noqa: E402
     SSEParser,
     check,
 )
+from sse_fault_server import FaultServer
+
+ROOT = Path(__file__).resolve().parents[2]
+PLUGINS = ROOT / "collections" / "ansible_collections" / "sse" / "stack" / "plugins"
+MODULE_UTILS = PLUGINS / "module_utils"
+MODULE = PLUGINS / "modules" / "sse_probe.py"
+PACKAGE = "ansible_collections.sse.stack.plugins.module_utils"
+# The CLI as the package runs it: `python -m` (what targets without a venv do) ...
+CLI = [sys.executable, "-m", f"{PACKAGE}.sseprobe_cli"]
+# ... and the `sseprobe` entry point that `make venv` installs beside the interpreter.
+ENTRY_POINT = Path(sys.executable).parent / "sseprobe"
 
 # Short timings so the file runs quickly: keepalives every 0.3 s, limit 0.5 s.
 FAST = {"keepalive_interval": 0.3, "tolerance": 0.2, "first_byte_timeout": 0.6}
@@ -462,7 +465,7 @@ def test_http_parser_eof_cases() -> None:
 
 
 def run_cli(*args: str, executable: list[str] | None = None) -> subprocess.CompletedProcess[str]:
-    cmd = (executable or [sys.executable, str(CLI)]) + list(args)
+    cmd = (executable or CLI) + list(args)
     return subprocess.run(cmd, capture_output=True, text=True, timeout=30, cwd="/")
 
 
@@ -495,9 +498,11 @@ def test_cli_header_is_sent(server: FaultServer) -> None:
     assert ("/healthy?hdr", "abc") in [(p, h.get("x-trace")) for p, h in server.requests]
 
 
-def test_cli_through_symlink_and_shebang(server: FaultServer, tmp_path: Path) -> None:
+def test_cli_entry_point_through_a_symlink(server: FaultServer, tmp_path: Path) -> None:
+    if not ENTRY_POINT.exists():
+        pytest.skip(f"no sseprobe entry point beside {sys.executable} (run make venv)")
     link = tmp_path / "sseprobe"
-    link.symlink_to(CLI)
+    link.symlink_to(ENTRY_POINT)
     proc = run_cli(
         "check", server.url("/healthy"), "--hold", "0.3", *FAST_ARGS, executable=[str(link)]
     )
@@ -534,8 +539,8 @@ def test_cli_usage_errors(args: list[str], name: str) -> None:
 def run_module(args: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
     from ansible.module_utils.testing import patch_module_args
 
-    # Ansible ships module_utils/sseprobe.py as ansible.module_utils.sseprobe; mimic that.
-    sys.modules["ansible.module_utils.sseprobe"] = sseprobe
+    # The module imports the probe as the collection's module_utils, which the package
+    # install makes importable here just as Ansible's payload does on a target.
     spec = importlib.util.spec_from_file_location("sse_probe_module", MODULE)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -580,10 +585,51 @@ def test_module_bad_parameter(capsys: pytest.CaptureFixture[str]) -> None:
     assert "hold" in out["msg"]
 
 
-def test_module_file_has_no_project_imports() -> None:
-    # Targets get only the module and ansible.module_utils.*: nothing else may be imported.
-    text = MODULE.read_text()
-    assert "from ansible.module_utils.sseprobe import" in text
-    probe_src = (MODULE_UTILS / "sseprobe.py").read_text()
-    assert "from ." not in probe_src
-    assert os.access(CLI, os.X_OK)
+def _imports(path: Path, top: bool = False) -> set[str]:
+    """The modules a file imports (absolute names; ``from X import Y`` gives X and X.Y),
+    anywhere in it or (``top``) when it is imported."""
+    tree = ast.parse(path.read_text())
+    names: set[str] = set()
+    for node in tree.body if top else ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"{path.name}: relative import"
+            names.add(node.module or "")
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def _shipped(path: Path) -> set[str]:
+    """The collection module_utils a module run ships with ``path``: what it imports, and
+    what those import, as Ansible follows them."""
+    seen: set[str] = set()
+    todo = [path]
+    while todo:
+        for name in _imports(todo.pop()):
+            stem = name[len(PACKAGE) + 1 :] if name.startswith(PACKAGE + ".") else ""
+            if stem and stem not in seen and (MODULE_UTILS / f"{stem}.py").is_file():
+                seen.add(stem)
+                todo.append(MODULE_UTILS / f"{stem}.py")
+    return seen
+
+
+def test_module_ships_the_check_only() -> None:
+    # Targets get the module and the module_utils it imports: no load code, no CLI.
+    assert _shipped(MODULE) == {"sseprobe", "sseprobe_config", "sseprobe_parsers"}
+    modules = {n.split(".")[0] for n in _imports(MODULE)}
+    assert modules <= {"__future__", "ansible", "ansible_collections"}
+    for stem in ("sseprobe", "sseprobe_config", "sseprobe_parsers"):
+        # standard library only, and not the event loop that only load runs
+        top = {n.split(".")[0] for n in _imports(MODULE_UTILS / f"{stem}.py", top=True)}
+        assert top - set(sys.stdlib_module_names) <= {"ansible_collections"}, stem
+        assert "asyncio" not in top, f"{stem}.py imports asyncio when imported"
+
+
+def test_the_diagnose_module_ships_the_check_only() -> None:
+    shipped = _shipped(PLUGINS / "modules" / "sse_diagnose.py")
+    assert "sseprobe" in shipped
+    assert not {n for n in shipped if n.startswith("sseprobe_")} - {
+        "sseprobe_config",
+        "sseprobe_parsers",
+    }

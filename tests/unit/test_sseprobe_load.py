@@ -1,4 +1,4 @@
-"""Tests for `sseprobe load` (module_utils/sseprobe.py `load`, and the CLI subcommand).
+"""Tests for `sseprobe load` (module_utils/sseprobe_load.py `load`, and the CLI subcommand).
 
 The target is a small asyncio SSE broker in this file (127.0.0.1, ephemeral port, its own
 event loop in a daemon thread): consecutive integer ids, a replay buffer for Last-Event-ID,
@@ -23,11 +23,14 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from ansible_collections.sse.stack.plugins.module_utils.sseprobe_load import (
+    ConfigError,
+    LoadConfig,
+    load,
+    percentiles,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
-CLI = ROOT / "bin" / "sseprobe"
-sys.path.insert(0, str(ROOT / "roles" / "sse_verify" / "module_utils"))
-from sseprobe import ConfigError, LoadConfig, load, percentiles  # noqa: E402
+CLI = [sys.executable, "-m", "ansible_collections.sse.stack.plugins.module_utils.sseprobe_cli"]
 
 INTERVAL = 0.2  # keepalive period of the test broker
 RETRY_MS = 100
@@ -382,9 +385,7 @@ def test_percentiles() -> None:
 
 
 def cli(*args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(CLI), *args], capture_output=True, text=True, timeout=30, **kw
-    )
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=30, **kw)
 
 
 def test_cli_json_and_human(broker: Broker) -> None:
@@ -441,8 +442,7 @@ def test_cli_usage_errors() -> None:
 def test_sigint_ends_the_hold_early(broker: Broker) -> None:
     proc = subprocess.Popen(
         [
-            sys.executable,
-            str(CLI),
+            *CLI,
             "load",
             broker.url("/events"),
             "--streams",

@@ -18,6 +18,11 @@ pytest_plugins = ["sse_testinfra"]
 
 ROOT = Path(__file__).resolve().parents[3]
 PROBE_HOME = "/opt/sseprobe"
+# The probe's package as it lies in the collection; `python3 -m` from PROBE_HOME finds it
+# (namespace packages: no __init__.py, no venv, no sys.path edit on the target).
+PROBE_PACKAGE = "ansible_collections/sse/stack/plugins/module_utils"
+PROBE_MODULE = PROBE_PACKAGE.replace("/", ".") + ".sseprobe_cli"
+PROBE_COMMAND = f"cd {PROBE_HOME} && python3 -m {PROBE_MODULE}"
 USER = "sse"
 UNIT = "sse-backend"
 CACERT = "/etc/nginx/tls/sse-ca.crt"  # the local CA sse_nginx issues (self-signed mode)
@@ -34,13 +39,13 @@ def host(host):
 
 @dataclass
 class Probe:
-    """bin/sseprobe run inside the target: the same code the sse_verify role uses."""
+    """`sseprobe` run inside the target: the same code the sse_verify role uses."""
 
     host: object
 
     def check(self, url: str, *args: str) -> tuple[int, dict]:
         cmd = (
-            f"python3 {PROBE_HOME}/bin/sseprobe check {url} --json "
+            f"{PROBE_COMMAND} check {url} --json "
             f"--keepalive-interval {KEEPALIVE} --tolerance 1 " + " ".join(args)
         )
         result = self.host.run(cmd)
@@ -65,9 +70,10 @@ def python_command(script: str) -> str:
 
 @pytest.fixture
 def probe(host) -> Probe:
-    # Ship the probe the way a user would run it: bin/sseprobe beside module_utils.
-    for rel in ("bin/sseprobe", "roles/sse_verify/module_utils/sseprobe.py"):
-        put_file(host, f"{PROBE_HOME}/{rel}", (ROOT / rel).read_bytes())
+    # Ship the probe the way a user without the package would run it: its files in their
+    # package folder, run with the target's bare python3 (PROBE_COMMAND).
+    for path in sorted((ROOT / "collections" / PROBE_PACKAGE).glob("sseprobe*.py")):
+        put_file(host, f"{PROBE_HOME}/{PROBE_PACKAGE}/{path.name}", path.read_bytes())
     return Probe(host)
 
 

@@ -13,6 +13,8 @@ import testinfra
 from conftest import (
     BACKEND_URL,
     CACERT,
+    PROBE_HOME,
+    PROBE_MODULE,
     PUBLIC_URL,
     PUBLISH_TOKEN,
     ROOT,
@@ -85,9 +87,10 @@ def test_publish_reaches_every_stream_through_nginx(host, probe):
     script = textwrap.dedent(
         f"""
         import json, ssl, subprocess, time, urllib.request
-        cmd = ["python3", "/opt/sseprobe/bin/sseprobe", "check", "{PUBLIC_URL}", "--json",
+        cmd = ["python3", "-m", "{PROBE_MODULE}", "check", "{PUBLIC_URL}", "--json",
                "--hold", "4", "--keepalive-interval", "2", "--cacert", "{CACERT}"]
-        streams = [subprocess.Popen(cmd, stdout=subprocess.PIPE) for _ in range(2)]
+        streams = [subprocess.Popen(cmd, stdout=subprocess.PIPE, cwd="{PROBE_HOME}")
+                   for _ in range(2)]
         time.sleep(1.5)
         req = urllib.request.Request("https://localhost/notify/publish", method="POST",
             data=json.dumps({{"data": "hello"}}).encode(),

@@ -30,6 +30,7 @@ PLAYBOOK_TIMEOUT = 600
 
 # On the target (sse_nginx and sse_backend defaults)
 SITE_CONF = "/etc/nginx/conf.d/sse.conf"
+UPSTREAM_CONF = "/etc/nginx/conf.d/sse.upstream.conf"
 SSE_LOCATION = r"/location \/notify\/events {/,/}/"  # sed address: the SSE location block
 USER = "sse"
 UNIT_DIR = "/var/lib/sse/.config/systemd/user"
@@ -37,6 +38,7 @@ UNIT_FILE = f"{UNIT_DIR}/sse-backend.service"
 ENV_FILE = "/var/lib/sse/.config/sse-backend/env"
 CURRENT = "/var/lib/sse/sse-backend/current"
 BACKUP = "/root/diagnose-test-backup"
+SHORT_READ = r"s/proxy_read_timeout [^;]*;/proxy_read_timeout 1s;/"  # sed, in the SSE location
 # what a diagnose run must leave byte-identical
 WATCHED = ["/etc/nginx", UNIT_DIR]
 
@@ -285,3 +287,151 @@ def test_gunicorn_sync_worker_with_short_timeout(host, diagnose, saved) -> None:
     assert "--timeout 5" in result.report["cause"]["message"]
     assert result.report["cause"]["where"] == line_of(host, UNIT_FILE, "ExecStart=")
     assert not result.report["probes"]["backend"]["ok"]
+
+
+# --- issue 21: causes the first version missed, and a decoy --------------------------------
+
+
+def test_regex_location_shadows_the_sse_location(host, diagnose, saved) -> None:
+    """nginx serves /notify/events from a regex location, not from the prefix location
+    named exactly like it (that one only ends the search with "=")."""
+    saved(SITE_CONF, reload_nginx)
+    upstream = run_on_target(host, f"grep -o 'proxy_pass http://[^;]*' {SITE_CONF} | head -1")
+    shadow = f"location ~ ^/notify/ {{ {upstream.strip()}; proxy_read_timeout 1s; }}"
+    insert = r"/location \/notify\/events {/i\    " + shadow  # sed: insert before it
+    run_on_target(
+        host,
+        f"sed -i {shlex.quote(insert)} {SITE_CONF}\n"
+        f"grep -qF {shlex.quote(shadow)} {SITE_CONF}\n"
+        "nginx -t -q && systemctl reload nginx && sleep 1\n",
+    )
+    result = diagnose("regex location ~ ^/notify/ with proxy_read_timeout 1s")
+    where = line_of(host, SITE_CONF, "location ~ ^/notify/ {")
+    served = result.report["nginx"]["paths"]["/notify/events"]["servers"][0]
+    assert (served["location"], served["location_where"]) == ("location ~ ^/notify/", where)
+    assert result.cause == "nginx.proxy_read_timeout", result.summary()
+    assert result.report["cause"]["where"] == where
+    assert f"location ~ ^/notify/ at {where}" in result.report["cause"]["message"]
+
+
+def test_backend_answers_x_accel_buffering_yes(host, diagnose, saved) -> None:
+    """The app asks nginx to buffer its stream: proxy_buffering off does not help."""
+    stream = run_on_target(
+        host, f"readlink -f {CURRENT}/venv/lib/python3*/site-packages/sse_app/stream.py"
+    ).strip()
+    saved(stream, restart_backend)
+    run_on_target(
+        host,
+        f'sed -i \'s/"X-Accel-Buffering": "no"/"X-Accel-Buffering": "yes"/\' {stream}\n'
+        f'grep -qF \'"X-Accel-Buffering": "yes"\' {stream}\n',
+    )
+    restart_backend(host)
+    result = diagnose("backend sends X-Accel-Buffering: yes")
+    assert result.cause == "backend.accel_buffering", result.summary()
+    message = result.report["cause"]["message"]
+    assert f"proxy_buffering off at {line_of(host, SITE_CONF, 'proxy_buffering off;')}" in message
+    assert "sse-backend.service" in message
+    assert result.report["probes"]["backend"]["ok"] and not result.report["probes"]["nginx"]["ok"]
+
+
+def test_upstream_port_where_the_backend_does_not_listen(host, diagnose, saved) -> None:
+    """Not "the backend is down": nginx sends to 8001, the socket unit listens on 8000."""
+    saved(UPSTREAM_CONF, reload_nginx)
+    run_on_target(
+        host,
+        f"sed -i 's/server 127.0.0.1:8000/server 127.0.0.1:8001/' {UPSTREAM_CONF}\n"
+        f"grep -qF 'server 127.0.0.1:8001' {UPSTREAM_CONF}\n"
+        "nginx -t -q && systemctl reload nginx && sleep 1\n",
+    )
+    result = diagnose("upstream 127.0.0.1:8001, socket on 8000")
+    assert result.cause == "nginx.upstream_port", result.summary()
+    assert result.report["cause"]["where"] == line_of(host, UPSTREAM_CONF, "server 127.0.0.1:8001")
+    assert "sse-backend.socket" in result.report["cause"]["message"]
+    assert result.report["probes"]["backend"]["url"] == "http://127.0.0.1:8000/notify/events"
+    assert result.report["probes"]["backend"]["ok"]
+
+
+def test_environment_and_code_applied_read_healthy(host, diagnose) -> None:
+    """A decoy: the environment file written just before a restart (start times precise to a
+    clock tick, not to /proc/stat's whole-second btime), then new code activated by a
+    Gunicorn HUP reload (new workers, same master): nothing is stale."""
+    run_on_target(
+        host,
+        f"touch {ENV_FILE} && "
+        + user_systemctl("restart", "sse-backend.service")
+        + f"\nsleep 1; touch {CURRENT}/.installed\n"
+        + user_systemctl("reload", "sse-backend.service")
+        + "\nsleep 3\n",  # the new workers are up, the old ones gone
+    )
+    result = diagnose("environment written then restart; code touched then HUP")
+    assert result.report["healthy"] is True, result.summary()
+    found = {f["id"] for f in result.report["findings"]}
+    assert not found & {"backend.stale_code", "backend.stale_environment"}, result.summary()
+    (unit,) = result.report["backend"]["units"]
+    assert unit["code_runners"] == [w["pid"] for w in unit["workers"]]
+    assert result.report["backend"]["process_start"]["precision_s"] == 0.01
+
+
+def test_app_that_fails_to_boot_is_quoted(host, diagnose, saved) -> None:
+    """A user unit whose app rejects its environment: the app's own error, not systemd's
+    'Failed to start'. Restart=no (a drop-in) keeps the failed state still to diagnose;
+    the socket unit still listens."""
+    dropin = f"{UNIT_DIR}/sse-backend.service.d"
+
+    def restore(host) -> None:
+        run_on_target(
+            host,
+            f"rm -rf {dropin}\n"
+            + user_systemctl("daemon-reload")
+            + "\n"
+            + user_systemctl("reset-failed", "sse-backend.service", "sse-backend.socket")
+            + " || true\n",
+        )
+        restart_backend(host)
+
+    saved(ENV_FILE, restore)
+    run_on_target(
+        host,
+        f"mkdir -p {dropin} && printf '[Service]\\nRestart=no\\n' > {dropin}/diagnose.conf\n"
+        f"chown -R {USER}: {dropin}\n"
+        f"echo SSE_RETRY_MS=abc >> {ENV_FILE}\n"
+        + user_systemctl("daemon-reload")
+        + "\n"
+        # READY=1 comes from Gunicorn's master before a worker boots: wait for the failure
+        + user_systemctl("restart", "sse-backend.service")
+        + " || true\n"
+        + "for i in $(seq 40); do "
+        + user_systemctl("is-failed", "-q", "sse-backend.service")
+        + " && break; sleep 0.5; done\n"
+        + user_systemctl("is-failed", "-q", "sse-backend.service")
+        + "\n",
+    )
+    result = diagnose("SSE_RETRY_MS=abc: the app fails to boot")
+    assert result.cause == "backend.unit_inactive", result.summary()
+    message = result.report["cause"]["message"]
+    assert "ValueError: SSE_RETRY_MS must be an integer, got 'abc'" in message, message
+    assert result.report["cause"]["where"] == line_of(host, UNIT_FILE, "ExecStart=")
+    # its socket still listens: a probe would start the service, so none ran
+    assert "sse-backend.socket is active" in message
+    assert result.report["probes"]["backend"]["skipped"]
+
+
+def test_edit_on_disk_not_reloaded_is_told_apart(host, diagnose, saved) -> None:
+    """A valid edit that nginx has not loaded: the live stream passes, so it is not the
+    present cause; the verdict names it as what the next reload brings."""
+    saved(SITE_CONF, reload_nginx)
+    run_on_target(  # sed -i, no reload
+        host,
+        f"sed -i {shlex.quote(SSE_LOCATION + ' ' + SHORT_READ)} {SITE_CONF}\n"
+        f"grep -qF 'proxy_read_timeout 1s;' {SITE_CONF}\n",
+    )
+    result = diagnose("proxy_read_timeout 1s on disk, not reloaded")
+    where = line_of(host, SITE_CONF, "proxy_read_timeout 1s;")
+    assert result.report["healthy"] is True, result.summary()
+    pending = result.finding("nginx.proxy_read_timeout")
+    assert (pending["severity"], pending["loaded"], pending["where"]) == ("warning", False, where)
+    assert (
+        f"not loaded yet (breaks streams at the next reload): nginx.proxy_read_timeout at {where}"
+        in (result.report["sentence"])
+    )
+    assert result.report["probes"]["nginx"]["ok"]

@@ -1,9 +1,15 @@
-"""The nginx scenario's tests run over `podman exec` (see nginx_helpers.podman_host)."""
+"""The nginx scenario's tests run over `podman exec` (see nginx_helpers.podman_host).
+
+The shared plugin sse_testinfra is loaded by the verifier (PYTEST_PLUGINS in
+.config/molecule/config.yml); nginx_helpers is registered here, before its import, so its
+asserts report their values as the tests' own do.
+"""
 
 import pytest
-from nginx_helpers import podman_host
 
-pytest_plugins = ["sse_testinfra"]
+pytest.register_assert_rewrite("nginx_helpers")
+
+from nginx_helpers import podman_host  # noqa: E402
 
 
 @pytest.fixture(scope="module")

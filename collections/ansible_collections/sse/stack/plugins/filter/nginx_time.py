@@ -17,6 +17,8 @@ Directives come in two resolutions, and nginx rejects units outside them:
 
 Returns an int when the value is a whole number of seconds, else a float. Invalid input
 raises AnsibleFilterError whose message starts with `name` (default "value").
+`nginx_time_problem(value, resolution)` says why a value is not an nginx time (None when
+it is) instead of raising: the preflight's input check (nginx_input.py) reports with it.
 """
 
 from __future__ import annotations
@@ -49,32 +51,48 @@ _FORBIDDEN = {"ms": {"M", "y"}, "s": {"ms"}, None: set()}
 _MAX = 2**63 - 1
 
 
-def _fail(name: str, value: object, why: str) -> AnsibleFilterError:
-    return AnsibleFilterError(f"{name}: {value!r} is not a valid nginx time ({why})")
+class _Invalid(ValueError):
+    """Why a value is not an nginx time."""
 
 
 def sse_nginx_seconds(value: object, name: str = "value", resolution: str | None = None):
     """Seconds in the nginx time `value`; see the module docstring."""
+    try:
+        return _seconds(value, resolution)
+    except _Invalid as exc:
+        raise AnsibleFilterError(f"{name}: {value!r} is not a valid nginx time ({exc})") from None
+
+
+def nginx_time_problem(value: object, resolution: str | None = None) -> str | None:
+    """Why `value` is not an nginx time, or None: for checks that report, not raise."""
+    try:
+        _seconds(value, resolution)
+    except _Invalid as exc:
+        return f"is not a valid nginx time ({exc})"
+    return None
+
+
+def _seconds(value: object, resolution: str | None) -> int | float:
     if resolution not in _FORBIDDEN:
         raise AnsibleFilterError(
             f"sse_nginx_seconds: resolution must be 'ms', 's' or None, got {resolution!r}"
         )
     if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise _fail(name, value, "expected a string such as '1h30m' or a whole number of seconds")
+        raise _Invalid("expected a string such as '1h30m' or a whole number of seconds")
     if isinstance(value, int):
         if value < 0:
-            raise _fail(name, value, "negative")
+            raise _Invalid("negative")
         return value
     text = value
     if not text:
-        raise _fail(name, value, "empty")
+        raise _Invalid("empty")
     pos = 0
     last_rank = -1
     total_ms = 0
     while pos < len(text):
         match = _PART.match(text, pos)
         if match is None:
-            raise _fail(name, value, f"unexpected {text[pos]!r} at position {pos}")
+            raise _Invalid(f"unexpected {text[pos]!r} at position {pos}")
         number, unit = match.groups()
         pos = match.end()
         if unit is None:
@@ -85,17 +103,15 @@ def sse_nginx_seconds(value: object, name: str = "value", resolution: str | None
         else:
             rank = _ORDER.index(unit)
             if rank <= last_rank:
-                raise _fail(
-                    name, value, f"unit {unit!r} repeated or out of order (y M w d h m s ms)"
-                )
+                raise _Invalid(f"unit {unit!r} repeated or out of order (y M w d h m s ms)")
         if unit in _FORBIDDEN[resolution]:
             allowed = " ".join(u for u in _ORDER if u not in _FORBIDDEN[resolution])
-            raise _fail(name, value, f"unit {unit!r} not allowed here; allowed: {allowed}")
+            raise _Invalid(f"unit {unit!r} not allowed here; allowed: {allowed}")
         last_rank = rank
         total_ms += int(number) * _UNITS_MS[unit]
     limit = _MAX if resolution == "ms" else _MAX * 1000
     if total_ms > limit:
-        raise _fail(name, value, "too large")
+        raise _Invalid("too large")
     seconds, millis = divmod(total_ms, 1000)
     return seconds if millis == 0 else total_ms / 1000
 

@@ -7,6 +7,9 @@ works as long as it logs ``$status`` and the request (``$request``, ``$request_u
 window and summarizes the requests to the SSE paths by status, flagging 499 (the client
 gave up) and 504 (nginx gave up on the backend) that ended quickly: the incident's symptom.
 
+``log_section()`` is the access log's part of a host's report: which log nginx writes for
+the SSE location, read with its own log_format, and the findings about it.
+
 No Ansible imports: shipped as the collection module_utils ``sse_diagnose_logs``.
 """
 
@@ -15,10 +18,14 @@ from __future__ import annotations
 import os
 import re
 import statistics
+import time
 from datetime import datetime
 from typing import Any
 
-__all__ = ["LogFormat", "analyze", "parse_window", "read_window"]
+from ansible_collections.sse.stack.plugins.module_utils.sse_diagnose_nginx_parse import COMBINED
+from ansible_collections.sse.stack.plugins.module_utils.sse_diagnose_verdict import finding
+
+__all__ = ["LogFormat", "analyze", "log_section", "own_line", "parse_window", "read_window"]
 
 _WINDOW = re.compile(r"(\d+(?:\.\d+)?)(w|d|h|m|s)?")
 _WINDOW_UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1, None: 1}
@@ -195,3 +202,151 @@ def analyze(
             "short_limit_s": round(short, 3),
         }
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# The access log of the SSE location, as a section of the report
+# --------------------------------------------------------------------------------------------
+
+
+def _candidates(params: dict[str, Any], nginx: dict[str, Any]) -> list[dict[str, str]]:
+    """The access logs nginx writes for the SSE paths (or sse_diagnose_access_log)."""
+    candidates: list[dict[str, str]] = []
+    for entry in (nginx.get("paths") or {}).values():
+        for server in entry["servers"]:
+            candidates += [log for log in server["access_logs"] if log not in candidates]
+    if params["access_log"]:
+        known = next((c for c in candidates if c["path"] == params["access_log"]), None)
+        default = {"path": params["access_log"], "format": "", "where": "sse_diagnose_access_log"}
+        candidates = [known or default]
+    return candidates
+
+
+def _format(nginx: dict[str, Any], name: str) -> LogFormat:
+    config = nginx.get("config")
+    formats = config.log_formats() if config else {"combined": COMBINED}
+    text = formats.get(name) if name else None
+    # not from the configuration: the sse_timed format of role sse_nginx, else combined
+    return LogFormat(text or formats.get("sse_timed") or formats.get("combined") or COMBINED)
+
+
+def _unusable(log: dict[str, str], fmt: LogFormat) -> dict[str, Any] | None:
+    """Why the log cannot be read: format, missing or unreadable finding; None if it can."""
+    path = log["path"]
+    if not fmt.usable:
+        why = (
+            f"log_format {log['format']} of {path} logs no $status or no request: cannot analyse it"
+        )
+        return finding("access_log.format", "warning", why, log["where"])
+    if not os.path.exists(path):
+        why = f"access log {path} does not exist"
+        return finding("access_log.missing", "warning", why, log["where"])
+    return None
+
+
+def symptom(path: str, sse_path: str, stats: dict[str, Any], since: str) -> dict[str, Any] | None:
+    if not (stats["short_499"] or stats["short_504"]):
+        return None
+    return finding(
+        "access_log.symptom",
+        "warning",
+        f"the incident's symptom in {path} since {since}: {sse_path} ended"
+        f" {stats['short_499']} times with 499 (the client gave up) and"
+        f" {stats['short_504']} times with 504 (nginx gave up on the backend) in"
+        f" less than {stats['short_limit_s']:g} s (of {stats['requests']} requests)",
+        path,
+        path=sse_path,
+    )
+
+
+def errors(path: str, sse_path: str, stats: dict[str, Any], since: str) -> dict[str, Any] | None:
+    counts = {s: v["count"] for s, v in stats["by_status"].items() if s[0] == "5" and s != "504"}
+    if not counts:
+        return None
+    return finding(
+        "access_log.errors",
+        "warning",
+        f"{sse_path} answered "
+        + ", ".join(f"{c} x {s}" for s, c in counts.items())
+        + f" in {path} since {since} (502: nginx could not reach the backend)",
+        path,
+    )
+
+
+def log_section(
+    params: dict[str, Any], nginx: dict[str, Any], since: float, probe_prefix: str
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The access log's part of the report (``probe_prefix``: the diagnosis' own probes)."""
+    candidates = _candidates(params, nginx)
+    if not candidates:
+        why = (
+            "no access log to read for the SSE paths (none in the configuration; set"
+            " sse_diagnose_access_log)"
+        )
+        return {}, [finding("access_log.none", "info", why)]
+    log = candidates[0]
+    path = log["path"]
+    if "$" in path:
+        why = f"access log {path} has variables in its name"
+        return {"path": path}, [finding("access_log.variable", "info", why, log["where"])]
+    fmt = _format(nginx, log["format"])
+    stamp = _iso(since)
+    info: dict[str, Any] = {
+        "path": path,
+        "format": log["format"] or "-",
+        "where": log["where"],
+        "since": stamp,
+        "readable": False,
+    }
+    problem = _unusable(log, fmt)
+    if problem is not None:
+        return info, [problem]
+    try:
+        entries, unparsed = read_window(path, fmt, since)
+    except OSError as exc:
+        why = f"cannot read access log {path}: {exc.strerror or exc}"
+        return info, [finding("access_log.unreadable", "warning", why, log["where"])]
+    found = []
+    if unparsed and not entries:
+        why = f"none of the lines of {path} match its log_format {log['format']}"
+        found.append(finding("access_log.format", "warning", why, log["where"]))
+    short = 2 * params["keepalive_interval"] + params["tolerance"]
+    info.update(
+        {
+            "readable": True,
+            "entries_in_window": len(entries),
+            "unparsed_lines": unparsed,
+            "paths": analyze(entries, params["paths"], short, probe_prefix),
+            "rt_available": "request_time" in fmt.variables,
+            "probe_id_logged": "http_x_sseprobe_id" in fmt.variables,
+            "fmt": fmt,
+        }
+    )
+    for sse_path, stats in info["paths"].items():
+        found += [symptom(path, sse_path, stats, stamp), errors(path, sse_path, stats, stamp)]
+    return info, [f for f in found if f]
+
+
+def own_line(log: dict[str, Any], probe_id: str, wait: float = 3.0) -> str | None:
+    """nginx's access log line for the probe's own request (written when the stream ends)."""
+    fmt = log.get("fmt")
+    if not fmt or not log.get("probe_id_logged"):
+        return None
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            with open(log["path"], "rb") as handle:
+                handle.seek(max(0, os.path.getsize(log["path"]) - 256 * 1024))
+                for raw in reversed(handle.read().split(b"\n")):
+                    line = raw.decode("utf-8", "replace")
+                    if f'"{probe_id}"' in line or f"={probe_id} " in line:
+                        return line
+        except OSError:
+            return None
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.3)
+
+
+def _iso(epoch: float | None) -> str | None:
+    return None if epoch is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))

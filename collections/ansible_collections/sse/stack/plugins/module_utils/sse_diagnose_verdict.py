@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["PRIORITY", "SEVERITY_ORDER", "probe_findings", "verdict"]
+__all__ = ["PRIORITY", "SEVERITY_ORDER", "finding", "probe_findings", "verdict"]
 
 # Most specific first: a host that is down explains everything after it.
 PRIORITY = [
@@ -22,6 +22,7 @@ PRIORITY = [
     "nginx.not_running",
     "nginx.config_invalid",
     "nginx.no_server",
+    "nginx.upstream_port",
     "backend.unit_inactive",
     "backend.unreachable",
     "backend.sync_worker",
@@ -33,6 +34,7 @@ PRIORITY = [
     "backend.first_byte",
     "backend.closes_stream",
     "backend.protocol",
+    "backend.accel_buffering",
     "nginx.no_proxy_pass",
     "nginx.proxy_buffering",
     "nginx.proxy_read_timeout",
@@ -42,6 +44,21 @@ PRIORITY = [
     "proxy.stream_fails",
 ]
 SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
+
+
+def finding(fid: str, severity: str, message: str, where: str = "", **extra: Any) -> dict[str, Any]:
+    """One finding: {id, severity, component (the id's first part), message, where, ...}."""
+    assert severity in SEVERITY_ORDER, severity
+    out = {
+        "id": fid,
+        "severity": severity,
+        "component": fid.split(".", 1)[0],
+        "message": message,
+        "where": where,
+    }
+    out.update(extra)
+    return out
+
 
 # the first failed probe check decides what the failure says about the backend
 _BACKEND_CHECKS = [
@@ -144,7 +161,10 @@ def _confirmed(finding: dict[str, Any], probes: dict[str, Any]) -> bool:
     direct, proxied = probes.get("backend") or {}, probes.get("nginx") or {}
     direct_failed = bool(direct) and not direct.get("skipped") and not direct.get("ok")
     proxied_failed = bool(proxied) and not proxied.get("skipped") and not proxied.get("ok")
-    component = finding.get("component") or finding["id"].split(".", 1)[0]
+    # the hop whose failing probe confirms it: its own, unless the finding says otherwise
+    component = (
+        finding.get("confirmed_by") or finding.get("component") or finding["id"].split(".", 1)[0]
+    )
     if component == "backend":
         return direct_failed or (proxied_failed and not direct)
     if component in ("nginx", "proxy"):
@@ -208,9 +228,17 @@ def verdict(
                 )
         streams = f"streams {' and '.join(seen)}" if seen else "no live probe ran"
         symptom = context.get("symptom")
+        # critical on disk, not in the running nginx: what the next reload brings
+        pending = [f"{f['id']} at {f['where']}" for f in findings if f.get("loaded") is False]
         sentence = (
             f"Healthy: {paths} {streams}; no critical finding"
             + (f"; warnings: {', '.join(warnings)}" if warnings else "")
+            + (
+                f"; on disk but not loaded yet (breaks streams at the next reload):"
+                f" {', '.join(pending)}"
+                if pending
+                else ""
+            )
             + (f"; but {symptom}" if symptom else "")
             + "."
         )

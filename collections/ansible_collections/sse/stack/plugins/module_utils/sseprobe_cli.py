@@ -3,7 +3,10 @@
 `check` holds one stream and judges it; `load` holds many at once and measures them.
 The `sseprobe` command (pyproject.toml's entry point; `make venv` installs it into .venv):
 the probe lives in the sse.stack collection's module_utils so the CLI and the Ansible
-modules share one implementation. Standard library only.
+modules share one implementation. Standard library only: where there is no venv (a
+container, a bare host), copy the module_utils sseprobe*.py files into DIR/ansible_collections/
+sse/stack/plugins/module_utils/ and run, from DIR,
+`python3 -m ansible_collections.sse.stack.plugins.module_utils.sseprobe_cli check URL`.
 
 Exit status: 0 every check passed, 1 a check failed, 2 usage error (for `load` also: the
 streams do not fit the open-files limit).
@@ -17,7 +20,7 @@ import os
 import sys
 from typing import Any, NoReturn, TextIO
 
-from ansible_collections.sse.stack.plugins.module_utils import sseprobe
+from ansible_collections.sse.stack.plugins.module_utils import sseprobe, sseprobe_load
 
 # CLI spelling of each ProbeConfig field, so usage errors name what the user typed.
 _FLAGS = {
@@ -78,29 +81,13 @@ def build_parser() -> _Parser:
         metavar="S",
         help="slack added to the keepalive interval (default: 2)",
     )
-    p.add_argument("--first-byte-timeout", type=float, default=5.0, metavar="S", help="default: 5")
     p.add_argument(
         "--expect-first",
         default=":ok",
         metavar="TEXT",
         help="required first body line (default: ':ok'; '' disables the check)",
     )
-    p.add_argument("--cacert", metavar="FILE", help="CA bundle to verify the server with")
-    p.add_argument("--insecure", action="store_true", help="do not verify the certificate")
-    p.add_argument(
-        "--header",
-        action="append",
-        type=_header,
-        default=[],
-        metavar="'K: V'",
-        help="extra request header (repeatable)",
-    )
-    p.add_argument(
-        "--resolve",
-        metavar="HOST:PORT:ADDR",
-        help="connect to ADDR for HOST:PORT (Host, SNI and certificate checks keep HOST)",
-    )
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_connection(p)
     p.set_defaults(func=cmd_check, parser=p)
     _add_load(commands)
     return parser
@@ -135,13 +122,31 @@ def _add_load(commands: Any) -> None:
         metavar="S",
         help="the server's keepalive period, for lateness (default: 30)",
     )
-    p.add_argument("--first-byte-timeout", type=float, default=5.0, metavar="S", help="default: 5")
     p.add_argument(
         "--reconnect-delay",
         type=float,
         metavar="S",
         help="wait before resuming a dropped stream (default: the server's retry:, else 3)",
     )
+    _add_connection(p)
+    p.add_argument(
+        "--publish-url",
+        metavar="URL",
+        help="also POST an event here every --publish-interval and count losses exactly",
+    )
+    p.add_argument(
+        "--publish-token",
+        metavar="TOKEN",
+        default=os.environ.get("SSEPROBE_PUBLISH_TOKEN"),
+        help="bearer token for --publish-url (default: $SSEPROBE_PUBLISH_TOKEN)",
+    )
+    p.add_argument("--publish-interval", type=float, default=1.0, metavar="S", help="default: 1")
+    p.set_defaults(func=cmd_load, parser=p)
+
+
+def _add_connection(p: argparse.ArgumentParser) -> None:
+    """The arguments check and load share: how to reach the stream, and --json."""
+    p.add_argument("--first-byte-timeout", type=float, default=5.0, metavar="S", help="default: 5")
     p.add_argument("--cacert", metavar="FILE", help="CA bundle to verify the server with")
     p.add_argument("--insecure", action="store_true", help="do not verify the certificate")
     p.add_argument(
@@ -157,29 +162,33 @@ def _add_load(commands: Any) -> None:
         metavar="HOST:PORT:ADDR",
         help="connect to ADDR for HOST:PORT (Host, SNI and certificate checks keep HOST)",
     )
-    p.add_argument(
-        "--publish-url",
-        metavar="URL",
-        help="also POST an event here every --publish-interval and count losses exactly",
-    )
-    p.add_argument(
-        "--publish-token",
-        metavar="TOKEN",
-        default=os.environ.get("SSEPROBE_PUBLISH_TOKEN"),
-        help="bearer token for --publish-url (default: $SSEPROBE_PUBLISH_TOKEN)",
-    )
-    p.add_argument("--publish-interval", type=float, default=1.0, metavar="S", help="default: 1")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=cmd_load, parser=p)
 
 
-class LiveLine:
+class _StatusLine:
     """A \\r-updated progress line for interactive terminals."""
 
-    def __init__(self, out: TextIO, hold: float) -> None:
+    def __init__(self, out: TextIO) -> None:
         self.out = out
-        self.hold = hold
         self.width = 0
+
+    def show(self, text: str) -> None:
+        self.width = max(self.width, len(text))
+        self.out.write("\r" + text.ljust(self.width))
+        self.out.flush()
+
+    def clear(self) -> None:
+        if self.width:
+            self.out.write("\r" + " " * self.width + "\r")
+            self.out.flush()
+
+
+class LiveLine(_StatusLine):
+    """check's progress: hold time, keepalives, gap, failing checks so far."""
+
+    def __init__(self, out: TextIO, hold: float) -> None:
+        super().__init__(out)
+        self.hold = hold
 
     def __call__(self, result: sseprobe.ProbeResult) -> None:
         gap = "-" if result.max_gap_s is None else f"{result.max_gap_s:.1f} s"
@@ -189,14 +198,7 @@ class LiveLine:
         )
         if result.failures:
             text += "  FAILING: " + ", ".join(f["check"] for f in result.failures)
-        self.width = max(self.width, len(text))
-        self.out.write("\r" + text.ljust(self.width))
-        self.out.flush()
-
-    def clear(self) -> None:
-        if self.width:
-            self.out.write("\r" + " " * self.width + "\r")
-            self.out.flush()
+        self.show(text)
 
 
 def _detail(name: str, d: dict[str, Any], cfg: sseprobe.ProbeConfig) -> str:
@@ -241,19 +243,24 @@ def summary(result: sseprobe.ProbeResult, cfg: sseprobe.ProbeConfig) -> str:
     return "\n".join(lines)
 
 
+def _common(args: argparse.Namespace) -> dict[str, Any]:
+    """The arguments ProbeConfig and LoadConfig share, as their keyword arguments."""
+    return {
+        "url": args.url,
+        "hold": args.hold,
+        "keepalive_interval": args.keepalive_interval,
+        "first_byte_timeout": args.first_byte_timeout,
+        "cacert": args.cacert,
+        "insecure": args.insecure,
+        "headers": dict(args.header),
+        "resolve": args.resolve,
+    }
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     try:
         cfg = sseprobe.ProbeConfig(
-            url=args.url,
-            hold=args.hold,
-            keepalive_interval=args.keepalive_interval,
-            tolerance=args.tolerance,
-            first_byte_timeout=args.first_byte_timeout,
-            expect_first=args.expect_first,
-            cacert=args.cacert,
-            insecure=args.insecure,
-            headers=dict(args.header),
-            resolve=args.resolve,
+            **_common(args), tolerance=args.tolerance, expect_first=args.expect_first
         )
     except sseprobe.ConfigError as exc:
         args.parser.error(f"argument {_FLAGS.get(exc.argument, exc.argument)}: {exc.message}")
@@ -325,12 +332,8 @@ def load_summary(d: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-class LoadLine:
-    """A \\r-updated progress line for interactive terminals."""
-
-    def __init__(self, out: TextIO) -> None:
-        self.out = out
-        self.width = 0
+class LoadLine(_StatusLine):
+    """load's progress: streams open, dropped, reconnected, failed, events."""
 
     def __call__(self, sample: dict[str, Any]) -> None:
         text = (
@@ -338,37 +341,23 @@ class LoadLine:
             f"  dropped {sample['dropped']}  reconnected {sample['reconnected']}"
             f"  failed {sample['failed']}  events {sample['events']}"
         )
-        self.width = max(self.width, len(text))
-        self.out.write("\r" + text.ljust(self.width))
-        self.out.flush()
-
-    def clear(self) -> None:
-        if self.width:
-            self.out.write("\r" + " " * self.width + "\r")
-            self.out.flush()
+        self.show(text)
 
 
 def cmd_load(args: argparse.Namespace) -> int:
     try:
-        cfg = sseprobe.LoadConfig(
-            url=args.url,
+        cfg = sseprobe_load.LoadConfig(
+            **_common(args),
             streams=args.streams,
-            hold=args.hold,
             ramp=args.ramp,
-            keepalive_interval=args.keepalive_interval,
-            first_byte_timeout=args.first_byte_timeout,
             reconnect_delay=args.reconnect_delay,
-            cacert=args.cacert,
-            insecure=args.insecure,
-            headers=dict(args.header),
-            resolve=args.resolve,
             publish_url=args.publish_url,
             publish_token=args.publish_token,
             publish_interval=args.publish_interval,
         )
         live = LoadLine(sys.stderr) if not args.json and sys.stderr.isatty() else None
         try:
-            result = sseprobe.load(cfg, live, handle_signals=True)
+            result = sseprobe_load.load(cfg, live, handle_signals=True)
         finally:
             if live is not None:
                 live.clear()

@@ -9,17 +9,20 @@ module: sse_diagnose
 short_description: Diagnose why Server-Sent Events streams get interrupted, changing nothing
 description:
   - Reads the nginx configuration as nginx sees it (C(nginx -T)), finds the location that
-    serves each SSE path the way nginx matches locations, and checks the directives in
+    serves each SSE path exactly as nginx matches locations, and checks the directives in
     effect there (buffering, cache, timeouts against the keepalive interval, gzip, HTTP
-    version, Connection and X-Accel-Buffering headers), each finding with its file and line.
+    version, Connection and X-Accel-Buffering headers), each finding with its file and line;
+    tells the configuration nginx runs from an edit on disk it has not loaded.
   - Finds the backend's systemd unit (system manager and every lingering user's manager),
-    checks it is active, that its processes started after the installed code was written,
-    its Gunicorn worker class and timeout, and its journal.
+    checks it is active (quoting the app's own error when not), that the processes running
+    the app started after its code was written (Gunicorn's workers after a HUP reload),
+    its Gunicorn worker class and timeout, its journal, and that nginx's upstream is where
+    the unit listens.
   - Summarizes the access log over a window and holds one stream through nginx and one
     straight to the backend with the project's probe (C(sseprobe)), then names the most
     likely cause in one sentence.
   - Never changes the host and never reports C(changed); safe in check mode.
-  - Needs the module_utils of role C(sse_verify) (C(sseprobe)) on the module_utils path.
+  - Uses the collection's module_utils C(sseprobe) and C(sse_diagnose_*).
 options:
   paths:
     description: SSE request paths.

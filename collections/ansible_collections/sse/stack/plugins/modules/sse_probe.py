@@ -1,5 +1,5 @@
 #!/usr/bin/python
-"""Ansible module wrapping the shared SSE probe (module_utils/sseprobe.py)."""
+"""Ansible module wrapping the shared SSE probe (the collection's module_utils sseprobe)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ description:
   - The probe is read-only, so it also runs in check mode, and it never reports C(changed).
   - By default failed checks do not fail the task; inspect RV(ok) and RV(failures), or set
     O(fail_on_error=true).
-  - The same probe is available on the controller as C(bin/sseprobe check).
+  - The same probe is available on the controller as C(sseprobe check) (C(make venv) installs
+    it into C(.venv/bin)); only the check's module_utils are shipped to the target.
 options:
   url:
     description: http:// or https:// URL of the event stream.

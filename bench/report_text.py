@@ -1,0 +1,564 @@
+"""REPORT.md from results.json: the goals table, the figures per scenario, the sections.
+
+Text only (standard library); ``markdown`` is called by report.py's ``render``. Each
+section is a function of the summarised results, so the report can be re-rendered from a
+committed results.json at any time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+GOALS = {
+    "streams": 10_000,
+    "hold_s": 120,
+    "lateness_p99_ms": 250,
+    "kb_per_stream": 30,
+    "ok_p50_ms": 5,
+    "ok_ratio": 1.5,
+    "reload_streams": 5_000,
+    "restart_streams": 1_000,
+}
+
+
+def _v(value: Any, unit: str = "", digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}{unit}"
+    if isinstance(value, int):
+        return f"{value:,}{unit}"
+    return f"{value}{unit}"
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} x{v}" for k, v in counts.items()) or "none"
+
+
+def _pct(stats: dict[str, Any], key: str) -> Any:
+    return stats.get(key) if stats and stats.get("n") else None
+
+
+def _goal_hold(hold: dict[str, Any]) -> list[tuple[str, str, str]]:
+    rows: list[tuple[str, str, str]] = []
+    load = hold["load"]
+    p99 = _pct(load["keepalive_lateness_ms"], "p99")
+    met = (
+        load["open_at_end"] == load["streams"]
+        and load["drops"] == 0
+        and p99 is not None
+        and p99 <= GOALS["lateness_p99_ms"]
+    )
+    scale = load["streams"] >= GOALS["streams"] and load["hold_s"] >= GOALS["hold_s"]
+    verdict = ("met" if scale else "met at this size (not at the goal's size)") if met else "missed"
+    rows.append(
+        (
+            "10,000 streams through nginx held 120 s, 0 dropped, keepalive lateness p99 <= 250 ms",
+            f"{load['streams']:,} streams held {load['hold_s']:g} s:"
+            f" {load['open_at_end']:,} open"
+            f" at the end, {load['drops']} dropped, lateness p99 {_v(p99, ' ms')}",
+            verdict,
+        )
+    )
+    res = hold["resources"]
+    per = res.get("nginx_plus_backend_pss_per_stream_kb")
+    if per is not None:
+        rows.append(
+            (
+                "nginx + backend memory <= 30 KB per stream",
+                f"{per:.1f} KB (nginx {res['nginx']['pss_per_stream_kb']:.1f} + backend"
+                f" {res['backend']['pss_per_stream_kb']:.1f}, PSS growth / streams open)",
+                "met" if per <= GOALS["kb_per_stream"] else "missed",
+            )
+        )
+    return rows
+
+
+def _goal_ok(hold: dict[str, Any], direct: dict[str, Any]) -> list[tuple[str, str, str]]:
+    ok_n, ok_d = _pct(hold["load"]["ok_ms"], "p50"), _pct(direct["load"]["ok_ms"], "p50")
+    fb_n = _pct(hold["load"]["first_byte_ms"], "p50")
+    fb_d = _pct(direct["load"]["first_byte_ms"], "p50")
+    if ok_n is None or not ok_d:
+        return []
+    ratio = ok_n / ok_d
+    return [
+        (
+            ":ok through nginx with TLS: p50 <= 5 ms and <= 1.5x direct (same run)",
+            f"connect start -> :ok p50 {ok_n:.1f} ms vs direct {ok_d:.1f} ms"
+            f" ({ratio:.1f}x); request -> :ok p50 {_v(fb_n, ' ms')} vs {_v(fb_d, ' ms')}"
+            f" ({(fb_n or 0) / fb_d:.1f}x)"
+            if fb_d
+            else "",
+            "met"
+            if ok_n <= GOALS["ok_p50_ms"] and ratio <= GOALS["ok_ratio"]
+            else ("p50 met, ratio missed" if ok_n <= GOALS["ok_p50_ms"] else "missed"),
+        )
+    ]
+
+
+def _goal_reload(reload: dict[str, Any], meta: dict[str, Any]) -> tuple[str, str, str]:
+    load, rl = reload["load"], reload["reload"]
+    met = (
+        rl.get("drops_before_shutdown_timeout") == 0
+        and rl.get("drops_before_reload") == 0
+        and load["open_at_end"] == load["streams"]
+        and load["events_lost"] == 0
+        and rl.get("old_workers_at_end") == 0
+    )
+    return (
+        "reload with 5,000 streams: 0 dropped before worker_shutdown_timeout, all resume,"
+        " 0 events lost, no old worker left",
+        f"{load['streams']:,} streams: {rl.get('drops_before_shutdown_timeout')} dropped"
+        f" before the {meta['worker_shutdown_timeout_s']:g} s timeout,"
+        f" {rl.get('drops_after_shutdown_timeout')} at it; {load['open_at_end']:,} open at"
+        f" the end; {load['events_lost']} events lost; old workers left"
+        f" {rl.get('old_workers_at_end')}",
+        ("met" if load["streams"] >= GOALS["reload_streams"] else "met at this size")
+        if met
+        else "missed",
+    )
+
+
+def _goal_restart(restart: dict[str, Any]) -> tuple[str, str, str]:
+    load, rs = restart["load"], restart["restart"]
+    retry = (load.get("retry_ms") or 0) / 1000.0
+    back = _pct(load["time_back_ms"], "max")
+    met = (
+        load["non_200"] == 0
+        and rs["publish_not_202"] == 0
+        and load["open_at_end"] == load["streams"]
+        and load["events_lost"] == 0
+        and (back is None or back <= (retry + 1.0) * 1000)
+    )
+    return (
+        "restart with 1,000 streams: 0 non-200, every client back within retry + 1 s,"
+        " 0 events lost",
+        f"{load['streams']:,} streams: {load['non_200']} non-200 answers to streams,"
+        f" {rs['publish_not_202']} failed publishes; back in max {_v(back, ' ms', 0)}"
+        f" (retry {retry:g} s); {load['open_at_end']:,} open at the end;"
+        f" {load['events_lost']} events lost",
+        ("met" if load["streams"] >= GOALS["restart_streams"] else "met at this size")
+        if met
+        else "missed",
+    )
+
+
+def goal_rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(goal, measured, verdict) for each goal of issue 9 this run can speak to."""
+    runs, meta = r["runs"], r["meta"]
+    hold, direct = runs.get("hold"), runs.get("direct")
+    rows = _goal_hold(hold) if hold else []
+    if hold and direct:
+        rows += _goal_ok(hold, direct)
+    reload = runs.get("reload")
+    if reload and "reload" in reload:
+        rows.append(_goal_reload(reload, meta))
+    if runs.get("restart"):
+        rows.append(_goal_restart(runs["restart"]))
+    return rows
+
+
+def _groups(entry: dict[str, Any]) -> tuple[str, str]:
+    """The nginx and backend process groups a run loaded."""
+    if entry["name"] == "baseline":
+        return "naive_nginx", "naive_backend"
+    return "nginx", "backend"
+
+
+def _per_stream(entry: dict[str, Any], which: int) -> str:
+    if entry["name"] in ("reload", "restart"):
+        return "-"  # not a fresh process: see the holds
+    group = _groups(entry)[which]
+    return _v(entry["resources"].get(group, {}).get("pss_per_stream_kb"), "", 1)
+
+
+_LABELS = {
+    "hold": "hold: nginx (TLS)",
+    "direct": "hold: direct to backend",
+    "baseline": "hold: naive deployment",
+    "reload": "reload (nginx)",
+    "restart": "restart (nginx)",
+}
+
+# One row of the figures table: its title and its cell from (load, entry) of a run.
+_RUN_ROWS: list[tuple[str, Callable[[dict[str, Any], dict[str, Any]], str]]] = [
+    ("streams", lambda L, E: _v(L["streams"])),
+    (
+        "host load average at start / end (2 cores)",
+        lambda L, E: " / ".join(f"{v:.1f}" for v in L.get("host_loadavg", [])) or "-",
+    ),
+    ("ramp + hold (s)", lambda L, E: f"{L['ramp_s']:g} + {L['elapsed_s'] - L['ramp_s']:.0f}"),
+    ("opened", lambda L, E: _v(L["opened"])),
+    ("held to the end (no drop)", lambda L, E: _v(L["held"])),
+    ("dropped (drops)", lambda L, E: f"{L['dropped']:,} ({L['drops']:,})"),
+    (
+        "reconnected / open at the end",
+        lambda L, E: f"{L['reconnects']:,} / {L['open_at_end']:,}",
+    ),
+    ("never opened", lambda L, E: _v(L["never_opened"])),
+    (
+        "non-200 answers",
+        lambda L, E: ", ".join(f"{k} x{v}" for k, v in L["statuses"].items()) or "0",
+    ),
+    (
+        "other failed attempts",
+        lambda L, E: (
+            ", ".join(f"{k} x{v}" for k, v in L["attempt_failures"].items() if k != "status") or "0"
+        ),
+    ),
+    (
+        "connect (TCP+TLS) p50 / p99 ms",
+        lambda L, E: f"{_v(_pct(L['connect_ms'], 'p50'))} / {_v(_pct(L['connect_ms'], 'p99'))}",
+    ),
+    (
+        "request -> :ok p50 / p95 / p99 ms",
+        lambda L, E: " / ".join(_v(_pct(L["first_byte_ms"], k)) for k in ("p50", "p95", "p99")),
+    ),
+    (
+        "connect start -> :ok p50 / p95 / p99 ms",
+        lambda L, E: " / ".join(_v(_pct(L["ok_ms"], k)) for k in ("p50", "p95", "p99")),
+    ),
+    (
+        "keepalive lateness p50 / p99 / max ms",
+        lambda L, E: (
+            " / ".join(_v(_pct(L["keepalive_lateness_ms"], k)) for k in ("p50", "p99", "max"))
+            + (f" ({L['keepalives_bunched']:,} bunched)" if L["keepalives_bunched"] else "")
+        ),
+    ),
+    (
+        "events received / lost (method)",
+        lambda L, E: f"{L['events']:,} / {L['events_lost']:,} ({L['loss_method']})",
+    ),
+    (
+        "time back after a drop p50 / p99 / max ms",
+        lambda L, E: " / ".join(
+            _v(_pct(L["time_back_ms"], k), "", 0) for k in ("p50", "p99", "max")
+        ),
+    ),
+    ("nginx PSS growth per stream (KB)", lambda L, E: _per_stream(E, 0)),
+    ("backend PSS growth per stream (KB)", lambda L, E: _per_stream(E, 1)),
+    (
+        "CPU during the steady hold: nginx / backend / probe (% of a core)",
+        lambda L, E: " / ".join(
+            _v(E["resources"].get(g, {}).get("cpu_pct"), "", 0) for g in (*_groups(E), "probe")
+        ),
+    ),
+    (
+        "listen queue overflows (kernel, whole run)",
+        lambda L, E: _v(E.get("listen_overflows")),
+    ),
+    (
+        "nginx worker descriptors (max, per worker)",
+        lambda L, E: (
+            " / ".join(f"{n:,}" for n in E["resources"].get("nginx_worker_fds_max", [])) or "-"
+        ),
+    ),
+]
+
+
+def run_table(r: dict[str, Any]) -> list[str]:
+    """The figures of every run, one column a run."""
+    names = [n for n in ("hold", "direct", "baseline", "reload", "restart") if n in r["runs"]]
+    out = ["| | " + " | ".join(_LABELS[n] for n in names) + " |", "| --- |" + " --- |" * len(names)]
+    for title, fn in _RUN_ROWS:
+        cells = []
+        for n in names:
+            try:
+                cells.append(fn(r["runs"][n]["load"], r["runs"][n]))
+            except (KeyError, TypeError, ZeroDivisionError):
+                cells.append("-")
+        out.append(f"| {title} | " + " | ".join(cells) + " |")
+    return out
+
+
+def _intro(r: dict[str, Any]) -> list[str]:
+    meta = r["meta"]
+    host = meta["host"]
+    return [
+        "# Benchmark: streams held through nginx, reload and restart under load,"
+        " the naive deployment beside ours",
+        "",
+        f"Generated by `make bench` ({host['date']}); raw figures in `results.json`, plot in"
+        " `bench.png`. Every figure below comes from this one run on one machine:"
+        f" {host['cpus']} cores, {host['memory_gib']} GiB, kernel {host['kernel']},"
+        f" {host['nginx']}, {host['container_python']} in the container, open-files hard limit"
+        f" {host['nofile_hard']:,}. Load generator, nginx and backend share the same 2 cores"
+        f" (and {host['other_containers']} other container(s) of concurrent sessions were"
+        " running), so latencies include the generator's own CPU time.",
+        "",
+        f"Sizes: hold/direct/baseline {meta['streams']:,} streams, ramp {meta['ramp_s']:g} s, hold"
+        f" {meta['hold_s']:g} s; reload {meta['reload_streams']:,} streams; restart"
+        f" {meta['restart_streams']:,} streams; keepalive every {meta['keepalive_interval_s']:g} s;"
+        f" worker_shutdown_timeout {meta['worker_shutdown_timeout_s']:g} s. Limits (role"
+        " variables, molecule/bench/molecule.yml): "
+        + ", ".join(f"`{k}: {v}`" for k, v in meta["limits"].items())
+        + ".",
+        "",
+        "## Goals (issue 9) and what this run reached",
+        "",
+        "| goal | measured | verdict |",
+        "| --- | --- | --- |",
+    ]
+
+
+def _reload_section(rl: dict[str, Any], load: dict[str, Any]) -> list[str]:
+    return [
+        "## Reload",
+        "",
+        f"`playbooks/proxy.yml` with one changed harmless variable (an `add_header` in"
+        f" `sse_nginx_extra_directives`) ran from t={rl['playbook_s'][0]:g} s to"
+        f" t={rl['playbook_s'][1]:g} s (its handler: `nginx -t`, then `systemctl reload"
+        f" nginx`); new workers were first seen at t={_v(rl.get('reload_seen_s'))} s."
+        f" Drops before the playbook: {rl.get('drops_before_reload')}; between the reload"
+        f" and worker_shutdown_timeout: {rl.get('drops_before_shutdown_timeout')}; at the"
+        f" timeout: {rl.get('drops_after_shutdown_timeout')}"
+        + (
+            f" (between t={rl['drops_window_s'][0]:g} and {rl['drops_window_s'][1]:g} s)"
+            if rl.get("drops_window_s")
+            else ""
+        )
+        + f". They resumed with Last-Event-ID after the server's retry"
+        f" ({load.get('retry_ms')} ms): time back p50"
+        f" {_v(_pct(load['time_back_ms'], 'p50'), ' ms', 0)},"
+        f" max {_v(_pct(load['time_back_ms'], 'max'), ' ms', 0)}; {load['open_at_end']:,} of"
+        f" {load['streams']:,} open at the end, {load['events_lost']} of the events published"
+        f" once a second lost ({load['events']:,} received). Old workers shutting down: at"
+        f" most {rl.get('old_workers_max')}, last seen"
+        f" t={_v(rl.get('old_workers_last_seen_s'))} s,"
+        f" {rl.get('old_workers_at_end')} left at the end.",
+        "",
+    ]
+
+
+def _restart_section(rs: dict[str, Any], load: dict[str, Any], meta: dict[str, Any]) -> list[str]:
+    pub = load.get("published") or {}
+    return [
+        "## Restart",
+        "",
+        f"`playbooks/backend.yml` with `sse_backend_version: {meta['restart_version']}` (a new"
+        f" release: venv from the wheelhouse, then the role's restart handler) ran from"
+        f" t={rs['playbook_s'][0]:g} s to t={rs['playbook_s'][1]:g} s; the new Gunicorn was"
+        f" first seen at t={_v(rs.get('restart_seen_s'))} s."
+        f" {load['drops']:,} stream drops"
+        + (
+            f" (t={rs['drops_window_s'][0]:g} to {rs['drops_window_s'][1]:g} s)"
+            if rs.get("drops_window_s")
+            else ""
+        )
+        + f", {load['reconnects']:,} reconnects, non-200 answers to streams:"
+        f" {load['non_200']} ({_counts(load['statuses'])});"
+        f" publishes: {_counts(pub.get('answers', {}))}."
+        f" Time back p50 {_v(_pct(load['time_back_ms'], 'p50'), ' ms', 0)}, p99"
+        f" {_v(_pct(load['time_back_ms'], 'p99'), ' ms', 0)}, max"
+        f" {_v(_pct(load['time_back_ms'], 'max'), ' ms', 0)} against retry"
+        f" {load.get('retry_ms')} ms + 1 s. Events lost: {load['events_lost']}"
+        f" ({load['loss_method']}; id-gap count {load['gap_lost']}, id space resets"
+        f" {load['id_resets']}: the reference app numbers events from its boot time).",
+        "",
+    ]
+
+
+def _baseline_section(b: dict[str, Any], meta: dict[str, Any]) -> list[str]:
+    return [
+        "## Baseline: the naive deployment",
+        "",
+        "A second nginx with Debian's stock nginx.conf (worker_connections 768, the unit's"
+        " default 1024 open files) and a plain `proxy_pass` (so proxy_buffering on, HTTP/1.0"
+        " to the backend, proxy_read_timeout 60 s), in front of Gunicorn with 5 sync"
+        " workers (timeout 30 s) running `bench/naive/naive_app.py`: a WSGI generator that"
+        " speaks the same protocol (`:ok`, `retry:`, a keepalive every 5 s) because a sync"
+        " worker cannot serve the ASGI reference app. Same streams and hold as the other"
+        " holds, but a patient client (first-byte timeout"
+        f" {meta['naive_first_byte_timeout_s']:g} s,"
+        " as EventSource has none). Result: "
+        f"{b['opened']:,} of {b['streams']:,} streams ever got a first byte"
+        + (
+            f" (request -> :ok p50 {_v(_pct(b['first_byte_ms'], 'p50'), ' ms', 0)})"
+            if b["first_byte_ms"]["n"]
+            else ""
+        )
+        + f", {b['open_at_end']:,} were open at the end; answers: "
+        + (", ".join(f"{k} x{v}" for k, v in b["statuses"].items()) or "no non-200")
+        + "; failed attempts: "
+        + (", ".join(f"{k} x{v}" for k, v in b["attempt_failures"].items()) or "none")
+        + f"; {b['keepalives_bunched']:,} keepalives arrived bunched"
+        " (held back by nginx's buffer).",
+        "",
+    ]
+
+
+def _method_and_wall_time(meta: dict[str, Any]) -> list[str]:
+    lines = [
+        "## Method",
+        "",
+        "- Load: `sseprobe load` (standard library asyncio, the same HTTPResponseParser and"
+        " SSEParser as `check`) runs inside the container against loopback only; the figures"
+        " it reports are defined in the docstring of `load()` in"
+        " `collections/ansible_collections/sse/stack/plugins/module_utils/sseprobe_load.py`."
+        " First byte: request sent -> first body"
+        " byte (`:ok`); connect start -> `:ok` adds the TCP and TLS handshakes. Keepalive"
+        " lateness: gap since the stream's previous bytes minus the 5 s interval.",
+        "- Events lost (reload, restart): the load publishes one event a second itself (POST"
+        " /notify/publish straight to the backend) and knows each event's id, so a stream"
+        " loses an event it was subscribed for and never received, across reconnects.",
+        "- Memory: `bench/runner.py` sums PSS (`/proc/PID/smaps_rollup`) and RSS of the nginx"
+        " master + workers and of the Gunicorn master + worker once a second; per stream ="
+        " (median during the steady hold - idle before the load) / streams open. CPU: process"
+        " CPU time over the same window. The hold through nginx runs first after the"
+        " deployment, so its growth is the per-stream cost; the direct hold runs after it,"
+        " when the backend (Python, glibc) reuses memory the first hold's streams freed, so"
+        " its backend growth reads low.",
+        "- Reload and restart go through the roles (`ansible-playbook playbooks/proxy.yml` /"
+        " `playbooks/backend.yml` against the molecule inventory); their moments are seen in"
+        " the /proc samples (new worker or Gunicorn pids), to within 1 s.",
+        "",
+        "## Wall time",
+        "",
+        "| phase | seconds |",
+        "| --- | --- |",
+    ]
+    for phase, took in meta["phases_s"].items():
+        lines.append(f"| {phase} | {took:,.0f} |")
+    lines.append("")
+    return lines
+
+
+def markdown(r: dict[str, Any]) -> str:
+    """The whole REPORT.md."""
+    meta, runs = r["meta"], r["runs"]
+    lines = _intro(r)
+    for goal, measured, verdict in goal_rows(r):
+        lines.append(f"| {goal} | {measured} | {verdict} |")
+    lines += ["", "## Figures per scenario", "", *run_table(r)]
+    lines += ["", "![streams held over time; first-byte distribution](bench.png)", ""]
+    if "reload" in runs and "reload" in runs["reload"]:
+        lines += _reload_section(runs["reload"]["reload"], runs["reload"]["load"])
+    if "restart" in runs:
+        lines += _restart_section(runs["restart"]["restart"], runs["restart"]["load"], meta)
+    if "baseline" in runs:
+        lines += _baseline_section(runs["baseline"]["load"], meta)
+    lines += _bounds(r)
+    lines += _method_and_wall_time(meta)
+    return "\n".join(lines)
+
+
+def _bounds_files(meta: dict[str, Any]) -> list[str]:
+    hard = meta["host"]["nofile_hard"]
+    per_worker = hard // 2 - 100
+    return [
+        "## What bounds it, and what would move it",
+        "",
+        f"- Open files: {hard:,} per process here (containers get nofile={hard}:{hard} and no"
+        " CAP_SYS_RESOURCE to go above it). A proxied stream holds two descriptors in one"
+        f" nginx worker (client + upstream), so one worker carries at most about {per_worker:,}"
+        f" streams and the two workers about {2 * per_worker:,}, if the kernel spreads the"
+        " connections evenly (nothing makes it: the role's listen socket has no `reuseport`)."
+        " The backend's one Uvicorn worker holds one descriptor per stream (LimitNOFILE"
+        f" {meta['limits']['sse_backend_limit_nofile']}), and so does the load generator. So"
+        " 10,000 streams fit the descriptors of every process here; twice that would not.",
+    ]
+
+
+def _bounds_hold(res: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    fds = res.get("nginx_worker_fds_max", [])
+    if fds:
+        lines.append(
+            "- Spread over the nginx workers in the hold: "
+            + " / ".join(f"{n:,}" for n in fds)
+            + " descriptors at most per worker."
+        )
+    if res.get("nginx_plus_backend_pss_per_stream_kb") is not None:
+        nginx_kb = res["nginx"]["pss_per_stream_kb"]
+        backend_kb = res["backend"]["pss_per_stream_kb"]
+        lines.append(
+            f"- Memory: nginx grew {nginx_kb:.1f} KB per stream (a TLS client connection"
+            " with its OpenSSL state and nginx's per-connection TLS write buffer,"
+            " `ssl_buffer_size` 16k by default, plus an upstream connection with its"
+            f" `proxy_buffer_size` buffer), the backend {backend_kb:.1f} KB (per stream"
+            " three asyncio tasks, a queue and an h11 connection in one Python process)."
+            " Not measured here, but the obvious levers: `ssl_buffer_size 4k` (a stream's"
+            " writes are tiny), a smaller `proxy_buffer_size`, and HTTP/2, which the role"
+            " enables, so that a browser's streams share one TLS connection."
+        )
+    lines.append(
+        "- CPU and the host: load generator, nginx and backend share 2 cores with the"
+        " other sessions' containers (host load average in the table). In the steady hold"
+        f" the generator used {_v(res.get('probe', {}).get('cpu_pct'), '%', 0)} of a core,"
+        f" nginx {_v(res.get('nginx', {}).get('cpu_pct'), '%', 0)}, the backend"
+        f" {_v(res.get('backend', {}).get('cpu_pct'), '%', 0)}; the ramp and every"
+        " reconnect herd (TLS handshakes on both ends, the client's in one Python"
+        " process) are the busy parts, and the latency tails come from them."
+    )
+    return lines
+
+
+def _bounds_direct(hold: dict[str, Any], direct: dict[str, Any]) -> str:
+    c_n = _pct(hold["load"]["connect_ms"], "p50")
+    c_d = _pct(direct["load"]["connect_ms"], "p50")
+    return (
+        f"- First byte: connecting costs {_v(c_n, ' ms')} (p50) through nginx against"
+        f" {_v(c_d, ' ms')} straight to the backend: the TLS handshake, computed on both"
+        " ends of this host. Request -> `:ok` is the fairer comparison of the data path"
+        " (one extra hop); the handshake is what a browser pays once per connection."
+    )
+
+
+def _bounds_reload(reload: dict[str, Any]) -> str:
+    load = reload["load"]
+    return (
+        f"- Reload: nginx closes every stream of the old workers at once when"
+        f" worker_shutdown_timeout ends, so {load['drops']:,} clients come back in the same"
+        f" second after `retry` ({load.get('retry_ms')} ms): time back p50"
+        f" {_v(_pct(load['time_back_ms'], 'p50'), ' ms', 0)} is the retry plus that herd of"
+        " TLS handshakes (listen queue overflows:"
+        f" {_v(reload.get('listen_overflows'))}). A longer worker_shutdown_timeout only"
+        " moves the herd; spreading it needs the clients to jitter their reconnect or the"
+        " server to end streams gradually before the timeout."
+    )
+
+
+def _bounds_restart(restart: dict[str, Any]) -> str:
+    rs, load = restart["restart"], restart["load"]
+    gap = (rs.get("restart_seen_s") or 0) - rs["drops_window_s"][0]
+    back = (_pct(load["time_back_ms"], "p50") or 0) / 1000.0
+    retry = (load.get("retry_ms") or 0) / 1000.0
+    return (
+        "- Restart: the app ends its streams as soon as SIGTERM arrives; the clients"
+        f" reconnect after `retry` ({retry:g} s) but were back only after {back:.1f} s (p50):"
+        " the new Gunicorn master was seen"
+        + (f" ~{gap:.0f} s after" if gap >= 1 else " within a second of")
+        + " the streams ending, but its worker accepts only once it has imported the app,"
+        " so the clients waited in the"
+        " socket unit's backlog (hence no refusals and no 502). Time back is the stop +"
+        " boot time, not the retry. What would move it: start the new release before the"
+        " old one stops (Gunicorn's USR2 re-exec on the same socket; preloading the app),"
+        " or a `retry:` sent at shutdown that covers the boot. The playbook's own duration"
+        " is the release build and install, during which the streams stay open."
+    )
+
+
+def _bounds(r: dict[str, Any]) -> list[str]:
+    meta, runs = r["meta"], r["runs"]
+    lines = _bounds_files(meta)
+    hold, direct = runs.get("hold"), runs.get("direct")
+    if hold:
+        lines += _bounds_hold(hold["resources"])
+    if hold and direct:
+        lines.append(_bounds_direct(hold, direct))
+    reload = runs.get("reload")
+    if reload and reload["load"]["time_back_ms"]["n"]:
+        lines.append(_bounds_reload(reload))
+    restart = runs.get("restart")
+    if restart and restart["restart"].get("drops_window_s"):
+        lines.append(_bounds_restart(restart))
+    if hold and hold["load"]["streams"] < GOALS["streams"]:
+        lines.append(
+            f"- Size: this run held {hold['load']['streams']:,} streams for"
+            f" {hold['load']['hold_s']:g} s so that `make bench` finishes in about 10 minutes;"
+            " the goals' sizes are `make bench BENCH_STREAMS=10000 BENCH_HOLD=120"
+            " BENCH_RELOAD_STREAMS=5000` (not run here)."
+        )
+    lines.append("")
+    return lines
