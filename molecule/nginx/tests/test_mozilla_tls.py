@@ -3,7 +3,8 @@
 user would trust it: protocols, cipher suites, curves, the certificate's type, key,
 signature, lifespan (at most 366 days) and its chain to the trusted CA.
 
-The port is the one podman publishes for the container's 443, on 127.0.0.1 only.
+The port is the one podman publishes for the container's 443, on 127.0.0.1 only. The file
+sorts before test_nginx_changes.py, whose changes (a given TLS pair) last to its end.
 """
 
 from __future__ import annotations
