@@ -222,6 +222,8 @@ def firefox(e2e_target: E2ETarget, capsys, tmp_path: Path, request) -> Iterator[
     finally:
         session.save()
         session.close()
+        if not session.stderr.stat().st_size:
+            session.stderr.unlink()  # the driver said nothing on stderr: no file to look at
         with capsys.disabled():
             print(f"\n  browser evidence: {evidence.png}  {evidence.log}  {evidence.har}")
 
