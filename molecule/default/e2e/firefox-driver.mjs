@@ -46,7 +46,7 @@ const PREFS = {
   "network.dns.disablePrefetch": true,
   "network.captive-portal-service.enabled": false,
   "network.connectivity-service.enabled": false,
-  // a certificate error page, not a network error, is what a user would meet
+  // no probe goes out when a certificate error is met (MITM detection priming)
   "security.certerrors.mitm.priming.enabled": false,
   ...(http1 ? { "network.http.http2.enabled": false, "network.http.http3.enable": false } : {}),
 };
