@@ -22,7 +22,7 @@ SCENARIO_JOBS ?= 2
 export SCENARIO_JOBS
 SCENARIO_LANES = $(if $(filter 0 1,$(SCENARIO_JOBS))$(filter 1,$(words $(SCENARIOS))),-n 0,-n $(SCENARIO_JOBS) --dist loadscope -v)
 
-.PHONY: help host host-check venv images lint unit molecule test test-steps demo demo-destroy clean bench bench-release
+.PHONY: help host host-check venv node-deps images lint unit molecule test test-steps demo demo-destroy clean bench bench-release
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -35,6 +35,18 @@ host-check: images ## prove the capabilities scenarios need (systemd container, 
 
 venv: ## .venv with the pinned toolchain (requirements-dev.txt)
 	@tools/venv.sh
+
+# The Firefox test's driver (npm's puppeteer-core) exactly as package-lock.json pins it;
+# `npm ci` again only when package.json or the lock changed (a stamp holds their hash).
+# No install script runs and no browser is downloaded: the test drives Debian's firefox-esr.
+E2E := molecule/default/e2e
+node-deps: host ## Node packages of the Firefox test (npm ci from molecule/default/e2e/package-lock.json)
+	@want=$$(cat $(E2E)/package.json $(E2E)/package-lock.json | sha256sum | cut -c1-16); \
+	  [ "$$(cat $(E2E)/node_modules/.stamp 2>/dev/null)" = "$$want" ] && exit 0; \
+	  echo "installing the Firefox test's Node packages (npm ci in $(E2E))..."; \
+	  (cd $(E2E) && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --ignore-scripts --no-audit --no-fund \
+	    --loglevel=error) >/dev/null; \
+	  echo "$$want" > $(E2E)/node_modules/.stamp
 
 images: host ## build the Debian 12 and 13 systemd base images (cached by recipe)
 	@tools/build-image.sh bookworm
@@ -53,7 +65,7 @@ lint: venv ## yamllint, ansible-lint, syntax check, ruff, offline collections, E
 unit: venv ## unit tests (probe, reference app, tools); no containers
 	pytest -m "not molecule"
 
-molecule: venv host-check ## molecule scenarios in $(SCENARIOS), in $(SCENARIO_JOBS) lanes
+molecule: venv node-deps host-check ## molecule scenarios in $(SCENARIOS), in $(SCENARIO_JOBS) lanes
 	pytest -m molecule $(SCENARIO_LANES)
 
 test: ## everything that must pass: set-up, lint, unit tests, molecule scenarios
@@ -63,7 +75,7 @@ test: ## everything that must pass: set-up, lint, unit tests, molecule scenarios
 	    "$(SCENARIO_JOBS)" "$${ANSIBLE_STRATEGY:-linear}" > .cache/make-test.json; \
 	  echo "make test passed in $$(( ($$(date +%s) - start) / 60 )) min (.cache/make-test.json)"
 
-test-steps: venv host host-check lint
+test-steps: venv host node-deps host-check lint
 	pytest -m "not molecule"
 	pytest -m molecule $(SCENARIO_LANES)
 

@@ -48,7 +48,7 @@ LOGS = ROOT / ".cache" / "bench" / "logs"
 IN = "/opt/sse-bench"
 # The probe's package folder: runner.py runs `python3 -m` on it from IN (no venv in there).
 PROBE_PACKAGE = "ansible_collections/sse/stack/plugins/module_utils"
-CACERT = "/etc/nginx/tls/sse.crt"
+CACERT = "/etc/nginx/tls/sse-ca.crt"  # the local CA sse_nginx issues (self-signed mode)
 NGINX = ["https://localhost/notify/events", "--resolve", "localhost:443:127.0.0.1"]
 DIRECT = ["http://127.0.0.1:8000/notify/events"]
 NAIVE = ["https://localhost:8443/notify/events", "--resolve", "localhost:8443:127.0.0.1"]

@@ -39,7 +39,7 @@ ansible-playbook -i inventory/local site.yml
 # The play above verified the stream from inside the container; check it once more from
 # this host through the published port, trusting the demo's own certificate only.
 ca="$root/.cache/demo-ca.crt"
-podman cp "$name:/etc/nginx/tls/sse.crt" "$ca"
+podman cp "$name:/etc/nginx/tls/sse-ca.crt" "$ca"
 "$root/.venv/bin/sseprobe" check --cacert "$ca" --hold 5 "https://localhost:$https_port/notify/events" \
   || die "the stream does not work through 127.0.0.1:$https_port (see the checks above)"
 

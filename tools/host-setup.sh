@@ -10,8 +10,11 @@ here=$(cd "$(dirname "$0")" && pwd)
 # uidmap/slirp4netns/fuse-overlayfs: rootless podman; openssl: test certificates;
 # python3-venv: the controller's .venv; openssh-client: Ansible reaches the scenario
 # containers over SSH, as it reaches a fleet; chromium: the browser end-to-end test drives
-# Debian's build through Playwright (no browser is ever downloaded).
-packages=(podman runc mmdebstrap uidmap slirp4netns fuse-overlayfs openssl python3-venv openssh-client chromium)
+# Debian's build through Playwright (no browser is ever downloaded); libnss3-tools: its
+# certutil makes the browsers trust the local CA the way a user does (an NSS database, a
+# Firefox profile's cert9.db); firefox-esr: the incident's own browser, driven headless over
+# WebDriver BiDi by the Firefox end-to-end test (again Debian's build, never a download).
+packages=(podman runc mmdebstrap uidmap slirp4netns fuse-overlayfs openssl python3-venv openssh-client chromium libnss3-tools firefox-esr)
 
 command -v dpkg-query >/dev/null 2>&1 || die "this set-up needs a Debian-like host with apt (dpkg-query not found)"
 
@@ -38,6 +41,11 @@ install_missing() {
 }
 
 install_missing "${packages[@]}"
+# Node.js + npm run the Firefox test's driver (puppeteer-core, pinned by npm's lock file,
+# `make node-deps`); Debian's packages unless this host already has a node and npm of its own.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  install_missing nodejs npm
+fi
 
 podman_env
 podman info >/dev/null 2>&1 || die "podman cannot start on this host ('podman info' fails): check 'podman info' output; rootless use needs subuid/subgid entries"

@@ -28,7 +28,7 @@ TOKEN = "molecule-publish-token"  # .config/molecule/config.yml
 # (retry 2 s), so an event lost across a move from one backend to the other shows. The
 # stream check counts events as activity, so a busy stream needs no keepalive comments.
 PUBLISH_INTERVAL = 0.5
-CACERT = "/etc/nginx/tls/sse.crt"
+CACERT = "/etc/nginx/tls/sse-ca.crt"  # the local CA sse_nginx issues (self-signed mode)
 ACCESS_LOG = "/var/log/nginx/sse_access.log"
 UPSTREAM_CONF = "/etc/nginx/conf.d/sse.upstream.conf"
 USER = "sse"

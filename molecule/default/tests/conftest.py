@@ -25,7 +25,7 @@ PROBE_MODULE = PROBE_PACKAGE.replace("/", ".") + ".sseprobe_cli"
 PROBE_COMMAND = f"cd {PROBE_HOME} && python3 -m {PROBE_MODULE}"
 USER = "sse"
 UNIT = "sse-backend"
-CACERT = "/etc/nginx/tls/sse.crt"
+CACERT = "/etc/nginx/tls/sse-ca.crt"  # the local CA sse_nginx issues (self-signed mode)
 PUBLIC_URL = "https://localhost/notify/events"
 BACKEND_URL = "http://127.0.0.1:8000/notify/events"
 # values that need quoting, given to the role by molecule.yml (the token is one of them)

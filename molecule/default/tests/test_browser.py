@@ -2,9 +2,10 @@
 
 The page is loaded from the controller through the port the container publishes on
 127.0.0.1, over HTTPS through nginx, exactly as a person's browser would load it. The
-test certificate is trusted for this browser process only, by its key: Chromium gets
-`--ignore-certificate-errors-spki-list=<sha256 of the cert's SPKI>`, which accepts that
-one key and nothing else (no `ignore_https_errors`: a wrong certificate must fail).
+browser trusts the deployment the way a user makes it trust it: the local CA that
+sse_nginx issues is imported into the NSS certificate database of a throwaway HOME
+(`certutil -A -t C,,`, Debian's libnss3-tools), which Chromium reads on Linux. Nothing
+else is trusted and no certificate error is ignored: a wrong certificate must fail.
 
 A screenshot of the page and the browser's console log are saved for every run, passed
 or failed, in .cache/e2e/<container>-page.png and <container>-console.log.
@@ -12,10 +13,11 @@ or failed, in .cache/e2e/<container>-page.png and <container>-console.log.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
+import os
+import shutil
 import ssl
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -25,7 +27,6 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, UNIT
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import sync_playwright
 
@@ -66,23 +67,44 @@ SNAPSHOT_JS = """() => {
 }"""
 
 
-def spki_pin(pem: bytes) -> str:
-    """base64(sha256(SubjectPublicKeyInfo)), as --ignore-certificate-errors-spki-list takes it."""
-    spki = (
-        x509.load_pem_x509_certificate(pem)
-        .public_key()
-        .public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-    )
-    return base64.b64encode(hashlib.sha256(spki).digest()).decode()
+def describe_cert(pem: str | bytes) -> str:
+    cert = x509.load_pem_x509_certificate(pem.encode() if isinstance(pem, str) else pem)
+    return f"subject {cert.subject.rfc4514_string()}, issuer {cert.issuer.rfc4514_string()}"
 
 
-def served_pin(base_url: str) -> str:
-    """The pin of the certificate the server actually presents (for the failure message)."""
+def served_cert(base_url: str) -> str:
+    """The certificate the server actually presents (for the failure message)."""
     host, port = base_url.split("//", 1)[1].rsplit(":", 1)
     try:
-        return spki_pin(ssl.get_server_certificate((host, int(port)), timeout=5).encode())
+        return describe_cert(ssl.get_server_certificate((host, int(port)), timeout=5))
     except (OSError, ValueError) as exc:
         return f"unknown ({exc})"
+
+
+def trusting_home(home: Path, cafile: Path) -> str:
+    """A HOME whose NSS database trusts cafile as a CA for websites; what it trusts."""
+    if shutil.which("certutil") is None:
+        pytest.fail("certutil not found: Debian's libnss3-tools is needed (run 'make host')")
+    nssdb = home / ".pki" / "nssdb"
+    nssdb.mkdir(parents=True)
+    for argv in (
+        ["certutil", "-N", "-d", f"sql:{nssdb}", "--empty-password"],
+        [
+            "certutil",
+            "-A",
+            "-d",
+            f"sql:{nssdb}",
+            "-n",
+            "sse-local-ca",
+            "-t",
+            "C,,",
+            "-i",
+            str(cafile),
+        ],
+    ):
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+        assert done.returncode == 0, f"{' '.join(argv)}: {done.stderr}"
+    return f"CA {describe_cert(cafile.read_bytes())} (from {cafile}, NSS db {nssdb})"
 
 
 class NetworkChanged(Exception):
@@ -161,12 +183,12 @@ def _watch(page, evidence: Evidence) -> None:
 
 
 class Chromium:
-    """One headless Chromium (its own temporary profile) trusting the test key only."""
+    """One headless Chromium (its own temporary profile and HOME) trusting the local CA only."""
 
-    def __init__(self, browser, evidence: Evidence, pin: str) -> None:
+    def __init__(self, browser, evidence: Evidence, trusted: str) -> None:
         self.browser = browser
         self.evidence = evidence
-        self.pin = pin
+        self.trusted = trusted
         self.page = None
 
     def new_page(self):
@@ -178,19 +200,19 @@ class Chromium:
 
 
 @pytest.fixture
-def chromium(e2e_target, capsys):
+def chromium(e2e_target, capsys, tmp_path):
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} not found: Debian's chromium is needed (run 'make host')")
     evidence = Evidence(e2e_target.container)
-    pin = spki_pin(e2e_target.cafile.read_bytes())
-    evidence.note(f"[test] trusting SPKI sha256/{pin} from {e2e_target.cafile}")
+    home = tmp_path / "home"
+    trusted = trusting_home(home, e2e_target.cafile)
+    evidence.note(f"[test] trusting {trusted}")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[*CHROMIUM_ARGS, f"--ignore-certificate-errors-spki-list={pin}"],
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, env={**os.environ, "HOME": str(home)}
         )
         evidence.note(f"[test] chromium {browser.version}")
-        session = Chromium(browser, evidence, pin)
+        session = Chromium(browser, evidence, trusted)
         try:
             yield session
         finally:
@@ -260,13 +282,13 @@ def test_browser_stream_stays_open_and_catches_up_after_restart(
 
 def _exercise(chromium: Chromium, target, user_systemctl, main_pid) -> dict[str, float]:
     """One attempt; returns its timings."""
-    evidence, pin = chromium.evidence, chromium.pin
+    evidence, trusted = chromium.evidence, chromium.trusted
     page = chromium.new_page()
     url = f"{target.base_url}/notify/"
     tag = uuid.uuid4().hex[:8]
     timings: dict[str, float] = {}
 
-    # 1. The page loads, over HTTPS, trusting only the test key.
+    # 1. The page loads, over HTTPS, trusting only the deployment's local CA.
     begun = time.monotonic()
     try:
         response = page.goto(url, wait_until="load", timeout=15_000)
@@ -277,8 +299,8 @@ def _exercise(chromium: Chromium, target, user_systemctl, main_pid) -> dict[str,
     if "ERR_CERT" in reason:
         evidence.fail(
             f"Chromium does not trust the certificate of {url}: {reason}\n"
-            f"  trusted: SPKI sha256/{pin} (from {target.cafile})\n"
-            f"  served:  SPKI sha256/{served_pin(target.base_url)}"
+            f"  trusted: {trusted}\n"
+            f"  served:  {served_cert(target.base_url)}"
         )
     evidence.check(not reason, f"the page {url} did not load: {reason}")
     evidence.check(

@@ -196,10 +196,37 @@ def test_http_redirects_to_https(host):
 def test_certificate_verifies_with_the_published_ca_file(host):
     # sse_nginx_host_ca_file (converge.yml asserts its value)
     for url in ("https://localhost/", "https://127.0.0.1/"):
-        result = curl(host, f"-s --cacert /etc/nginx/tls/{SITE}.crt {url}")
+        result = curl(host, f"-s --cacert /etc/nginx/tls/{SITE}-ca.crt {url}")
         assert result.stdout.strip() == "hello", (url, result.stderr)
     key = host.file(f"/etc/nginx/tls/{SITE}.key")
     assert key.mode == 0o600 and key.user == "root"
+
+
+def x509_text(host, path: str) -> str:
+    return host.check_output(f"openssl x509 -in {path} -noout -text")
+
+
+def test_self_signed_mode_is_a_local_ca_and_a_leaf(host):
+    # A CA:TRUE end-entity certificate is refused by Firefox even when trusted
+    # (MOZILLA_PKIX_ERROR_CA_CERT_USED_AS_END_ENTITY): the leaf is CA:FALSE, for serverAuth.
+    leaf, ca = f"/etc/nginx/tls/{SITE}.crt", f"/etc/nginx/tls/{SITE}-ca.crt"
+    leaf_text, ca_text = x509_text(host, leaf), x509_text(host, ca)
+    assert "CA:FALSE" in leaf_text and "CA:TRUE" not in leaf_text, leaf_text
+    assert "TLS Web Server Authentication" in leaf_text, leaf_text
+    assert "DNS:localhost" in leaf_text and "IP Address:127.0.0.1" in leaf_text, leaf_text
+    assert "CA:TRUE" in ca_text and "Certificate Sign" in ca_text, ca_text
+    assert host.run(f"openssl verify -CAfile {ca} {leaf}").rc == 0
+    # at most 397 days (browsers accept 398), from the dates openssl prints
+    dates = {
+        field: host.check_output(f"openssl x509 -in {leaf} -noout -{field}date").split("=", 1)[1]
+        for field in ("start", "end")
+    }
+    days = host.check_output(
+        f"echo $(( ($(date -d '{dates['end']}' +%s) - $(date -d '{dates['start']}' +%s)) / 86400 ))"
+    )
+    assert int(days) <= 397, days
+    for key in (f"/etc/nginx/tls/{SITE}.key", f"/etc/nginx/tls/{SITE}-ca.key"):
+        assert host.file(key).mode == 0o600 and host.file(key).user == "root", key
 
 
 def s_client(host, option: str):

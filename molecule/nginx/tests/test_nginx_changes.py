@@ -140,11 +140,40 @@ def valid_change(all_hosts, invalid_change, tmp_path_factory) -> dict:
     result["key_lines"] = [line for line in key.read_text().splitlines() if "-----" not in line]
     result["subjects"] = {name: served_certificate_subject(h) for name, h in all_hosts.items()}
     yield result
+    # Back to the converge variables (self-signed mode); the leaf is first made to end in
+    # 10 days, so this run must issue the next one from the same CA (renewal).
+    ca_before = {name: leaf_near_its_end(h) for name, h in all_hosts.items()}
     restore = apply_role()
     assert restore.returncode == 0, restore.stdout + restore.stderr
-    for host in all_hosts.values():
+    for name, host in all_hosts.items():
         assert "worker_shutdown_timeout 3m;" in effective_config(host)
         assert run_id not in served_certificate_subject(host)
+        assert days_left(host, f"/etc/nginx/tls/{SITE}.crt") > 300, "the leaf was not renewed"
+        assert ca_fingerprint(host) == ca_before[name], "the CA changed: clients lose trust"
+
+
+def ca_fingerprint(host) -> str:
+    return host.check_output(f"openssl x509 -in /etc/nginx/tls/{SITE}-ca.crt -noout -fingerprint")
+
+
+def days_left(host, path: str) -> int:
+    end = host.check_output(f"openssl x509 -in {path} -noout -enddate").split("=", 1)[1]
+    return int(
+        host.check_output(f"echo $(( ($(date -d '{end}' +%s) - $(date +%s)) / 86400 ))").strip()
+    )
+
+
+def leaf_near_its_end(host) -> str:
+    """Replace the self-signed mode's leaf by one from the same CA that ends in 10 days."""
+    tls = "/etc/nginx/tls"
+    host.check_output(
+        f"openssl req -new -key {tls}/{SITE}.key -subj /CN=localhost -out /tmp/near.csr"
+        f" && openssl x509 -req -in /tmp/near.csr -CA {tls}/{SITE}-ca.crt"
+        f" -CAkey {tls}/{SITE}-ca.key -CAcreateserial -CAserial /tmp/near.srl -days 10"
+        f" -out {tls}/{SITE}.crt && rm -f /tmp/near.csr /tmp/near.srl"
+    )
+    assert days_left(host, f"{tls}/{SITE}.crt") <= 10
+    return ca_fingerprint(host)
 
 
 def assert_held_stream_survived(result: dict, name: str) -> None:
@@ -210,3 +239,40 @@ def test_valid_change_installs_the_given_tls_pair(host, valid_change):
 
 def test_valid_change_keeps_held_stream(host, valid_change):
     assert_held_stream_survived(valid_change, host.backend.get_hostname())
+
+
+BUSY_PORT = 8081  # taken by another program when the change asks nginx to listen on it
+
+
+@pytest.fixture(scope="session")
+def unappliable_change(all_hosts, valid_change) -> dict:
+    """A change nginx -t accepts but a reload cannot apply: the HTTP port moves to one
+    another program holds (nginx -t binds nothing; systemctl reload exits 0 anyway)."""
+    for host in all_hosts.values():
+        host.check_output(
+            f'systemd-run --quiet --collect --unit=sse-busy-port python3 -c "import socket,time;'
+            f" s=socket.create_server(('0.0.0.0', {BUSY_PORT})); time.sleep(600)\""
+        )
+    try:
+        yield change_under_load(all_hosts, "unappliable", {"sse_nginx_http_port": BUSY_PORT})
+    finally:
+        for host in all_hosts.values():
+            host.run("systemctl stop sse-busy-port.service")
+
+
+def test_unappliable_change_fails_with_nginx_cause_and_puts_files_back(host, unappliable_change):
+    name = host.backend.get_hostname()
+    proc = unappliable_change["proc"]
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert "nginx did not apply the new configuration" in out, out
+    assert f"bind() to 0.0.0.0:{BUSY_PORT} failed (98: Address already in use)" in out, out
+    before, after = unappliable_change["before"][name], unappliable_change["after"][name]
+    # every file under /etc/nginx byte-identical to before the run; nginx on the old
+    # configuration: the same master and workers, still serving HTTPS and the held stream
+    assert after["tree"] == before["tree"]
+    assert after["processes"][:2] == before["processes"][:2]
+    assert after["served"].startswith("http/2 200")
+    assert f"listen {BUSY_PORT}" not in after["live_site"]
+    assert f"listen {BUSY_PORT}" in after["staged_site"]  # what was refused, to read
+    assert_held_stream_survived(unappliable_change, name)
