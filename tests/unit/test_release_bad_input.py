@@ -1,37 +1,40 @@
 """The rolling release (playbooks/backend.yml) rejects bad settings before any host changes.
 
-Each case runs the project's playbooks/backend.yml, in check mode, against local hosts
-whose Python does not exist (the tripwire of test_backend_bad_input.py: the first module
-that would run on a host fails), and reads the run back through the `ansible.posix.json`
-callback. A bad case passes when the run fails in the release's own checks (role
-sse_release's preflight, with the filters of sse.stack's release.py), each failure naming
-the variable, before any module ran on a host; a control passes those checks and is
-stopped by the tripwire at the first task that reads a host.
+Each case runs the project's playbooks/backend.yml, in check mode, against tripwired local
+hosts (tripwire.py: a host's interpreter records and fails any module run), or a real
+inventory's hosts tripwired on top of it, and reads the run back through the
+`ansible.posix.json` callback. A bad case passes when the run fails only in the release's
+own checks (role sse_release's preflight, with the filters of sse.stack's release.py), in
+the task of the case, each failure naming the variable (and holding the `also` texts), no
+module ran on a host and nothing changed; a control passes those checks and is stopped by
+the tripwire at the first task that reads a host.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import re
-import subprocess
-import sys
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from test_backend_bad_input import RC_HOST_FAILED, TRIPWIRE_PYTHON, Played, run_ansible_json
+from tripwire import (
+    ONE_HOST,
+    ROOT,
+    Played,
+    assert_refused,
+    assert_tripped_at,
+    run_playbook,
+    start_runs,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
 PLAYBOOK = ROOT / "playbooks" / "backend.yml"
+PREFLIGHT = ("roles/sse_release/tasks/preflight.yml",)
 SETTINGS_CHECK = "Check the batch size and the failures tolerated per batch"
 UPSTREAM_CHECK = "Check each backend is in the upstream of a proxy"
 # the first task that runs a module on a host (the tripwire stops it)
 FIRST_HOST_TASK = "Look for the upstream file of sse_nginx"
 
-ONE_HOST = {"sse-target": {"groups": ["sse_backends", "sse_proxies"], "vars": {}}}
 TWO_BACKENDS = {
     "sse-proxy": {
         "groups": ["sse_proxies"],
@@ -53,58 +56,11 @@ class Case:
     also: tuple[str, ...] = ()  # more text every failure message must hold
 
 
-@dataclass
-class Run(Played):
-    case: Case
-
-
-# Per host, not in group all: the implicit localhost (the controller-side checks delegated
-# to it) takes group all's variables and must keep a working Python (and no become: the
-# plays become root, this machine may have no sudo).
-TRIPWIRE_CONNECTION = {
-    "ansible_connection": "local",
-    "ansible_python_interpreter": TRIPWIRE_PYTHON,
-    "ansible_become": False,
-}
-
-
-def _inventory(hosts: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    groups: dict[str, dict[str, Any]] = {
-        "sse_backends": {"hosts": {}},
-        "sse_proxies": {"hosts": {}},
-    }
-    for name, host in hosts.items():
-        for group in host["groups"]:
-            groups[group]["hosts"][name] = {**TRIPWIRE_CONNECTION, **host["vars"]}
-    return {"all": {"children": groups}}
-
-
-def _tripwired(inventory: Path) -> dict[str, Any]:
-    """The hosts of a real inventory again, with only the tripwire's connection: given
-    after it, this source's host variables win and the real group_vars stay."""
-    listed = subprocess.run(
-        [str(Path(sys.executable).with_name("ansible-inventory")), "-i", str(inventory), "--list"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    hosts = json.loads(listed.stdout)["_meta"]["hostvars"]
-    return {"all": {"hosts": dict.fromkeys(hosts, TRIPWIRE_CONNECTION)}}
-
-
-def run_release(case: Case, workdir: Path) -> Run:
-    workdir.mkdir(parents=True, exist_ok=True)
-    inventory = workdir / "inventory.json"  # JSON is YAML
-    sources = ["-i", str(inventory)]
-    if case.inventory is None:
-        inventory.write_text(json.dumps(_inventory(case.hosts)))
-    else:
-        inventory.write_text(json.dumps(_tripwired(case.inventory)))
-        sources = ["-i", str(case.inventory), *sources]
-    extra = workdir / "extra.json"
-    extra.write_text(json.dumps(case.extra_vars))
-    played = run_ansible_json(workdir, ["--check", *sources, str(PLAYBOOK), "-e", f"@{extra}"])
-    return Run(case=case, **vars(played))
+def run_release(cases: list[Case], workdir: Path) -> dict[str, Played]:
+    """The playbook for one case (its hosts, or its inventory tripwired), in check mode."""
+    (case,) = cases
+    played = run_playbook(workdir, PLAYBOOK, case.extra_vars, case.hosts, inventory=case.inventory)
+    return {case.id: played}
 
 
 BAD = [
@@ -203,41 +159,29 @@ CONTROLS = [
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Future[Run]]:
-    pool = ThreadPoolExecutor(max_workers=(os.cpu_count() or 2) + 2)
-    futures = {
-        case.id: pool.submit(
-            run_release, case, tmp_path_factory.mktemp(re.sub(r"\W+", "_", case.id))
-        )
-        for case in BAD + CONTROLS
-    }
-    yield futures
-    pool.shutdown(wait=True)
+def runs(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Callable[[], Played]]:
+    # every case in a run of its own: their hosts and inventories differ
+    return start_runs(request, tmp_path_factory, BAD + CONTROLS, run_release, key=lambda c: c.id)
 
 
 @pytest.mark.parametrize("case", BAD, ids=lambda case: case.id)
-def test_rejected_before_any_host_changes(case: Case, runs: dict[str, Future[Run]]) -> None:
-    run = runs[case.id].result()
-    details = run.describe()
-    assert run.rc == RC_HOST_FAILED, details
-    failed = [t for t in run.tasks if t.status == "failed"]
-    assert failed and all(case.failing_task in t.name for t in failed), details
-    for task in failed:
-        for message in task.messages:
-            assert case.names in message, f"{message!r} does not name {case.names}\n{details}"
-            for text in case.also:
-                assert text in message, f"{message!r} lacks {text!r}\n{details}"
-    assert FIRST_HOST_TASK not in " ".join(t.name for t in run.tasks), details
-    assert all(host["changed"] == 0 for host in run.stats.values()), details
+def test_rejected_before_any_host_changes(
+    case: Case, runs: dict[str, Callable[[], Played]]
+) -> None:
+    played = runs[case.id]()
+    details = played.describe()
+    assert_refused(played, case.names, PREFLIGHT, case.also)
+    failed = played.failed()
+    assert all(case.failing_task in task.name for task in failed), details
+    for message in played.failures():  # every message holds every `also` text
+        for text in case.also:
+            assert text in message, f"{message!r} lacks {text!r}\n{details}"
+    assert FIRST_HOST_TASK not in " ".join(task.name for task in played.tasks), details
 
 
 @pytest.mark.parametrize("case", CONTROLS, ids=lambda case: case.id)
-def test_valid_settings_pass_the_checks(case: Case, runs: dict[str, Future[Run]]) -> None:
+def test_valid_settings_pass_the_checks(case: Case, runs: dict[str, Callable[[], Played]]) -> None:
     """The checks pass; the first task that reads a host is where the tripwire stops it."""
-    run = runs[case.id].result()
-    details = run.describe()
-    assert run.rc == RC_HOST_FAILED, details
-    failed = [t for t in run.tasks if t.status == "failed"]
-    assert failed and all(FIRST_HOST_TASK in t.name for t in failed), details
-    assert TRIPWIRE_PYTHON in " ".join(m for t in failed for m in t.messages), details
-    assert all(host["changed"] == 0 for host in run.stats.values()), details
+    assert_tripped_at(runs[case.id](), FIRST_HOST_TASK)

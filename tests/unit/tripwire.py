@@ -15,11 +15,11 @@ callback), the stats and the hosts a module ran on (`modules_ran`: empty means n
 ran on a managed host). `run_batch` runs many cases in one ansible-playbook start-up: a
 host per case, named after it, with the case's variables as host variables, and splits the
 result per host. `Case`, `batch_runner` and `start_runs` run a test module's cases (an
-entry point of a role or site.yml) in parallel threads, only those selected; `assert_case`
-is the verdict: a bad case is refused in the role's preflight naming the variable with no
-module run, a valid one passes every check.
+entry point of a role or site.yml) in parallel threads, only those selected (any case type
+with an `id`, batched by `key`); `assert_case` is the verdict: a bad case is refused in the
+role's preflight naming the variable with no module run, a valid one passes every check.
 
-Used by test_nginx_bad_input.py and test_verify_bad_input.py.
+Used by the test_*_bad_input.py files.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import pytest
 
@@ -90,6 +90,16 @@ class Played:
 
     def failed(self) -> list[Task]:
         return [task for task in self.tasks if task.status == "failed"]
+
+    def ran_outside(self, where: tuple[str, ...]) -> list[str]:
+        """Tasks (any status) that ran outside the files `where` (paths relative to ROOT)
+        and the argument validation: controller-side ones too, which the tripwire misses."""
+        return [
+            f"{task.name} ({task.path})"
+            for task in self.tasks
+            if task.action != VALIDATION_ACTION
+            and not any(task.path.startswith(str(ROOT / path)) for path in where)
+        ]
 
     def changed_nothing(self) -> bool:
         return all(host.get("changed", 0) == 0 for host in self.stats.values())
@@ -295,6 +305,15 @@ class Case:
     names: str = ""  # the variable every failure message names ("" for a valid case)
     entry: str = "preflight"  # an entry point of the role (tasks_from), or "site"
     also: tuple[str, ...] = ()  # more text some failure message holds
+    secret: str = ""  # text of a secret value that must appear in no output
+
+
+class _Identified(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
+CaseT = TypeVar("CaseT", bound=_Identified)
 
 
 def batch_of(case: Case) -> str:
@@ -334,26 +353,29 @@ def run_batch(
 def start_runs(
     request: pytest.FixtureRequest,
     tmp: pytest.TempPathFactory,
-    cases: list[Case],
-    run: Callable[[list[Case], Path], dict[str, Played]],
+    cases: list[CaseT],
+    run: Callable[[list[CaseT], Path], dict[str, Played]],
+    key: Callable[[CaseT], str] | None = None,
 ) -> dict[str, Callable[[], Played]]:
-    """Start, in parallel threads, `run(cases, folder)` for each batch (`batch_of(case)`)
-    of the cases whose tests were selected (a test takes its case as the parameter
-    `case`). Returns, per case id, a call that waits for its result."""
+    """Start, in parallel threads, `run(cases, folder)` for each batch (cases of the same
+    `key(case)`, `batch_of` for a `Case` by default) of the cases whose tests were selected
+    (a test takes its case as the parameter `case`). Returns, per case id, a call that
+    waits for its result."""
+    batch_key: Callable[[Any], str] = key or batch_of
     selected = {
         getattr(item.callspec.params.get("case"), "id", None)
         for item in request.session.items
         if getattr(item, "module", None) is request.module and hasattr(item, "callspec")
     }
-    batches: dict[str, list[Case]] = {}
+    batches: dict[str, list[CaseT]] = {}
     for case in cases:
         if case.id in selected:
-            batches.setdefault(batch_of(case), []).append(case)
+            batches.setdefault(batch_key(case), []).append(case)
     pool = ThreadPoolExecutor(max_workers=(os.cpu_count() or 2) + 2)
     request.addfinalizer(lambda: pool.shutdown(wait=True, cancel_futures=True))
     results: dict[str, Callable[[], Played]] = {}
-    for key, batch in batches.items():
-        future = pool.submit(run, batch, tmp.mktemp(re.sub(r"\W+", "_", key)))
+    for name, batch in batches.items():
+        future = pool.submit(run, batch, tmp.mktemp(re.sub(r"\W+", "_", name)))
         for case in batch:
             results[case.id] = _waiter(future, case.id)
     return results
@@ -407,6 +429,9 @@ def assert_case(
     through site.yml, reached from its first play); a valid one passes every check, and
     then trips at the entry point's first host task, or, where it has none listed (the
     preflight alone), ends without a failure."""
+    if case.secret:
+        said = played.stdout + played.stderr
+        assert case.secret not in said, f"the secret was printed\n{played.describe()}"
     if case.names:
         where = (*preflight, *SITE_FIRST_PLAY) if case.entry == "site" else preflight
         assert_refused(played, case.names, where, case.also)
