@@ -77,3 +77,18 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         journal = host.run(f"journalctl --no-pager -n {JOURNAL_LINES} -o short-precise")
         report.sections.append(("journal (last lines)", journal.stdout + journal.stderr))
     return report
+
+
+def published_https_port(container: str) -> int:
+    """The host port podman publishes for the container's 443 (127.0.0.1 only)."""
+    listed = subprocess.run(
+        ["podman", "port", container, "443/tcp"], capture_output=True, text=True, check=False
+    )
+    bindings = listed.stdout.split()
+    assert listed.returncode == 0 and bindings, (
+        f"container {container} publishes no port for 443/tcp ({listed.stderr.strip()}): "
+        "set published_ports for it in its molecule.yml or .config/molecule/config.yml"
+    )
+    hosts = {binding.rsplit(":", 1)[0] for binding in bindings}
+    assert hosts == {"127.0.0.1"}, f"{container} publishes 443 beyond 127.0.0.1: {bindings}"
+    return int(bindings[0].rsplit(":", 1)[1])

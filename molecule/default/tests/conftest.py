@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from sse_testinfra import direct_host
+from sse_testinfra import direct_host, published_https_port
 
 pytest_plugins = ["sse_testinfra"]
 
@@ -110,21 +110,6 @@ class E2ETarget:
     cafile: Path
     token: str
     keepalive: float
-
-
-def published_https_port(container: str) -> int:
-    """The host port podman publishes for the container's 443 (127.0.0.1 only)."""
-    listed = subprocess.run(
-        ["podman", "port", container, "443/tcp"], capture_output=True, text=True, check=False
-    )
-    bindings = listed.stdout.split()
-    assert listed.returncode == 0 and bindings, (
-        f"container {container} publishes no port for 443/tcp ({listed.stderr.strip()}): "
-        "set published_ports for it in .config/molecule/config.yml"
-    )
-    hosts = {binding.rsplit(":", 1)[0] for binding in bindings}
-    assert hosts == {"127.0.0.1"}, f"{container} publishes 443 beyond 127.0.0.1: {bindings}"
-    return int(bindings[0].rsplit(":", 1)[1])
 
 
 @pytest.fixture

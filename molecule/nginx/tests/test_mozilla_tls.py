@@ -15,18 +15,9 @@ import sys
 from pathlib import Path
 
 from nginx_helpers import SITE
+from sse_testinfra import published_https_port
 
 SSLYZE = Path(sys.executable).with_name("sslyze")
-
-
-def published_https_port(container: str) -> int:
-    listed = subprocess.run(
-        ["podman", "port", container, "443/tcp"], capture_output=True, text=True, check=False
-    )
-    bindings = listed.stdout.split()
-    assert listed.returncode == 0 and bindings, f"{container} publishes no 443: {listed.stderr}"
-    assert {b.rsplit(":", 1)[0] for b in bindings} == {"127.0.0.1"}, bindings
-    return int(bindings[0].rsplit(":", 1)[1])
 
 
 def test_tls_meets_mozilla_intermediate_with_the_local_ca_trusted(host, tmp_path):
