@@ -377,6 +377,34 @@ GAPS = [
         ),
     ]
 ]
+# sse_backend_pip_index_url may carry credentials (issue 15: it was written into a
+# world-readable file and shown in a failed task's command line): a refused run and a run
+# stopped at the host both keep it out of every output, in any part of the URL.
+INDEX_TOKEN = "s3cr3tT0kenABCDEF0123456789"
+INDEX_URL = f"https://__token__:{INDEX_TOKEN}@pypi.example/{INDEX_TOKEN}/simple/"
+INDEX_SECRETS = [
+    Case(
+        "index-token-refused-not-printed",
+        {"sse_backend_pip_index_url": INDEX_URL},
+        "sse_backend_source",
+        secret=INDEX_TOKEN,
+    ),
+    Case(
+        "index-token-bad-version-not-printed",
+        {
+            "sse_backend_pip_index_url": INDEX_URL,
+            "sse_backend_source": "myapp==2.1",
+            "sse_backend_version": "2.1/..",
+        },
+        "sse_backend_version",
+        secret=INDEX_TOKEN,
+    ),
+]
+INDEX_TRIPWIRE = Case(
+    "index-token-tripwire",
+    {"sse_backend_pip_index_url": INDEX_URL, "sse_backend_source": "myapp==2.1"},
+    secret=INDEX_TOKEN,
+)
 # Valid input, preflight only: proves the harness can pass.
 CONTROL = Case("control-preflight", {}, tasks_from="preflight")
 # Valid input, whole role: proves the tripwire stops it and the checks see it.
@@ -402,11 +430,11 @@ def runs(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, Future[Run]]:
     gaps = [param.values[0] for param in GAPS]
-    cases = [*BAD, *NEWLINES, *gaps, CONTROL, TRIPWIRE, UNPUBLISHED]
+    cases = [*BAD, *NEWLINES, *gaps, *INDEX_SECRETS, CONTROL, TRIPWIRE, INDEX_TRIPWIRE, UNPUBLISHED]
     return start_runs(ROLE, cases, request, tmp_path_factory)
 
 
-@pytest.mark.parametrize("case", [*BAD, *NEWLINES, *GAPS], ids=lambda case: case.id)
+@pytest.mark.parametrize("case", [*BAD, *NEWLINES, *GAPS, *INDEX_SECRETS], ids=lambda case: case.id)
 def test_rejected_before_the_host_changes(case: Case, runs: dict[str, Future[Run]]) -> None:
     assert_rejected_in_preflight(runs[case.id].result(), ROLE, HOST_TASKS)
 
@@ -419,6 +447,14 @@ def test_valid_input_passes_preflight(case: Case, runs: dict[str, Future[Run]]) 
 @pytest.mark.parametrize("case", [TRIPWIRE], ids=lambda case: case.id)
 def test_harness_sees_a_task_past_preflight(case: Case, runs: dict[str, Future[Run]]) -> None:
     assert_stopped_by_tripwire(runs[case.id].result(), ROLE, HOST_TASKS[0])
+
+
+@pytest.mark.parametrize("case", [INDEX_TRIPWIRE], ids=lambda case: case.id)
+def test_index_url_credentials_never_printed(case: Case, runs: dict[str, Future[Run]]) -> None:
+    run = runs[case.id].result()
+    assert_stopped_by_tripwire(run, ROLE, HOST_TASKS[0])
+    printed = run.stdout + run.stderr
+    assert case.secret not in printed, f"the index token was printed\n{run.describe()}"
 
 
 @pytest.mark.parametrize("case", [UNPUBLISHED], ids=lambda case: case.id)

@@ -5,7 +5,6 @@ message or a file (issue 15: sse_backend_pip_index_url landed in a world-readabl
 from __future__ import annotations
 
 import pytest
-
 from ansible_collections.sse.stack.plugins.filter.url_redact import (
     FilterModule,
     url_redact,
@@ -20,18 +19,33 @@ URLS = [
     ("https://pypi.example/", "https://pypi.example/", []),
     ("https://pypi.example", "https://pypi.example", []),
     (f"https://deploy:{TOKEN}@pypi.example/simple/", "https://***@pypi.example/***", ["deploy"]),
-    (f"https://__token__:{TOKEN}@pypi.example:8443/simple", "https://***@pypi.example:8443/***", []),
+    (
+        f"https://__token__:{TOKEN}@pypi.example:8443/simple",
+        "https://***@pypi.example:8443/***",
+        [],
+    ),
     (f"https://{TOKEN}@pypi.fury.io/acme/", "https://***@pypi.fury.io/***", []),
-    (f"https://dl.cloudsmith.io/{TOKEN}/acme/repo/python/simple/", "https://dl.cloudsmith.io/***", []),
+    (
+        f"https://dl.cloudsmith.io/{TOKEN}/acme/repo/python/simple/",
+        "https://dl.cloudsmith.io/***",
+        [],
+    ),
     (f"https://pypi.example/simple?token={TOKEN}", "https://pypi.example/***?***", []),
     (f"http://u:{TOKEN}@[::1]:3141/root/pypi/+simple/", "http://***@[::1]:3141/***", []),
     # a percent-encoded password
-    ("https://deploy:p%40ss%2Fw0rd-long@pypi.example/simple", "https://***@pypi.example/***", ["p@ss/w0rd-long"]),
+    (
+        "https://deploy:p%40ss%2Fw0rd-long@pypi.example/simple",
+        "https://***@pypi.example/***",
+        ["p@ss/w0rd-long"],
+    ),
 ]
+IDS = [f"{i}-{shown}" for i, (_, shown, _) in enumerate(URLS)]
 
 
-@pytest.mark.parametrize(("url", "shown", "secrets"), URLS, ids=[u[1] + str(i) for i, u in enumerate(URLS)])
-def test_url_redact_keeps_scheme_host_and_port_only(url: str, shown: str, secrets: list[str]) -> None:
+@pytest.mark.parametrize(("url", "shown", "secrets"), URLS, ids=IDS)
+def test_url_redact_keeps_scheme_host_and_port_only(
+    url: str, shown: str, secrets: list[str]
+) -> None:
     redacted = url_redact(url)
     assert redacted == shown
     assert TOKEN not in redacted
@@ -39,7 +53,7 @@ def test_url_redact_keeps_scheme_host_and_port_only(url: str, shown: str, secret
         assert secret not in redacted
 
 
-@pytest.mark.parametrize(("url", "shown", "secrets"), URLS, ids=[u[1] + str(i) for i, u in enumerate(URLS)])
+@pytest.mark.parametrize(("url", "shown", "secrets"), URLS, ids=IDS)
 def test_url_redact_text_hides_every_part_of_the_url_pip_may_print(
     url: str, shown: str, secrets: list[str]
 ) -> None:
