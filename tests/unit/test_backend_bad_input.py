@@ -163,6 +163,34 @@ GAPS = [
         ),
     ]
 ]
+# sse_backend_pip_index_url may carry credentials (issue 15: it was written into a
+# world-readable file and shown in a failed task's command line): a refused run and a run
+# stopped at the host both keep it out of every output, in any part of the URL.
+INDEX_TOKEN = "s3cr3tT0kenABCDEF0123456789"
+INDEX_URL = f"https://__token__:{INDEX_TOKEN}@pypi.example/{INDEX_TOKEN}/simple/"
+INDEX_SECRETS = [
+    role_case(
+        "index-token-refused-not-printed",
+        {"sse_backend_pip_index_url": INDEX_URL},
+        "sse_backend_source",
+        secret=INDEX_TOKEN,
+    ),
+    role_case(
+        "index-token-bad-version-not-printed",
+        {
+            "sse_backend_pip_index_url": INDEX_URL,
+            "sse_backend_source": "myapp==2.1",
+            "sse_backend_version": "2.1/..",
+        },
+        "sse_backend_version",
+        secret=INDEX_TOKEN,
+    ),
+]
+INDEX_TRIPWIRE = role_case(
+    "index-token-tripwire",
+    {"sse_backend_pip_index_url": INDEX_URL, "sse_backend_source": "myapp==2.1"},
+    secret=INDEX_TOKEN,
+)
 # Valid input, preflight only: proves the harness can pass.
 CONTROL = role_case("control-preflight", {}, entry="preflight")
 # Valid input, whole role: proves the tripwire stops it and the checks see it.
@@ -182,7 +210,16 @@ CONTROLLER_TASKS = [
 ]
 
 
-ALL = [*BAD, *NEWLINES, *(param.values[0] for param in GAPS), CONTROL, TRIPWIRE, UNPUBLISHED]
+ALL = [
+    *BAD,
+    *NEWLINES,
+    *(param.values[0] for param in GAPS),
+    *INDEX_SECRETS,
+    CONTROL,
+    TRIPWIRE,
+    INDEX_TRIPWIRE,
+    UNPUBLISHED,
+]
 assert len({case.id for case in ALL}) == len(ALL), "case ids must be unique"
 
 
@@ -216,7 +253,7 @@ def runs(
     return start_runs(request, tmp_path_factory, ALL, run_cases, key)
 
 
-@pytest.mark.parametrize("case", [*BAD, *NEWLINES, *GAPS], ids=lambda case: case.id)
+@pytest.mark.parametrize("case", [*BAD, *NEWLINES, *GAPS, *INDEX_SECRETS], ids=lambda case: case.id)
 def test_rejected_before_the_host_changes(
     case: Case, runs: dict[str, Callable[[], Played]]
 ) -> None:
@@ -249,6 +286,16 @@ def test_harness_sees_a_task_past_preflight(
     assert len(played.failed()) == 1, details
     assert any(HOST_TASKS[0] in task for task in played.ran_outside(PREFLIGHT)), details
     assert played.modules_ran == [case.id], details
+
+
+@pytest.mark.parametrize("case", [INDEX_TRIPWIRE], ids=lambda case: case.id)
+def test_index_url_credentials_never_printed(
+    case: Case, runs: dict[str, Callable[[], Played]]
+) -> None:
+    played = runs[case.id]()
+    assert_tripped_at(played, HOST_TASKS[0])
+    printed = played.stdout + played.stderr
+    assert case.secret not in printed, f"the index token was printed\n{played.describe()}"
 
 
 @pytest.mark.parametrize("case", [UNPUBLISHED], ids=lambda case: case.id)
