@@ -52,6 +52,11 @@ def server() -> Iterator[FaultServer]:
 
 @pytest.fixture(scope="module")
 def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    return make_tls_files(tmp_path_factory)
+
+
+def make_tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A self-signed certificate for sse.test and 127.0.0.1 and its key (PEM files)."""
     if shutil.which("openssl") is None:
         pytest.skip("openssl CLI not available to generate a self-signed certificate")
     d = tmp_path_factory.mktemp("tls")
@@ -614,9 +619,24 @@ def _shipped(path: Path) -> set[str]:
     return seen
 
 
+# The controller-only HTTP/2 transport and the library it needs (h2 and its own imports).
+HTTP2_ONLY = {"sseprobe_http2"}
+HTTP2_LIBRARIES = {"h2", "hpack", "hyperframe"}
+
+
+def _assert_no_http2(module: Path, shipped: set[str]) -> None:
+    """Neither the HTTP/2 transport nor h2 goes to targets: not imported by the module or by
+    any module_utils it ships, at the top or inside a function."""
+    assert not shipped & HTTP2_ONLY, f"{module.name} would ship {sorted(shipped & HTTP2_ONLY)}"
+    for path in [module, *(MODULE_UTILS / f"{stem}.py" for stem in sorted(shipped))]:
+        tops = {name.split(".")[0] for name in _imports(path)}
+        assert not tops & HTTP2_LIBRARIES, f"{path.name} imports {sorted(tops & HTTP2_LIBRARIES)}"
+
+
 def test_module_ships_the_check_only() -> None:
-    # Targets get the module and the module_utils it imports: no load code, no CLI.
+    # Targets get the module and the module_utils it imports: no load code, no CLI, no h2.
     assert _shipped(MODULE) == {"sseprobe", "sseprobe_config", "sseprobe_parsers"}
+    _assert_no_http2(MODULE, _shipped(MODULE))
     modules = {n.split(".")[0] for n in _imports(MODULE)}
     assert modules <= {"__future__", "ansible", "ansible_collections"}
     for stem in ("sseprobe", "sseprobe_config", "sseprobe_parsers"):
@@ -626,9 +646,23 @@ def test_module_ships_the_check_only() -> None:
         assert "asyncio" not in top, f"{stem}.py imports asyncio when imported"
 
 
+def test_the_http2_transport_is_seen_by_the_shipping_check(tmp_path: Path) -> None:
+    # the guard above can fail: a module_utils that imported the transport, or h2 inside a
+    # function, would be caught
+    assert _shipped(MODULE_UTILS / "sseprobe_cli.py") >= HTTP2_ONLY | {"sseprobe_load"}
+    assert {n.split(".")[0] for n in _imports(MODULE_UTILS / "sseprobe_http2.py")} >= {"h2"}
+    sneaky = tmp_path / "sneaky_module.py"
+    sneaky.write_text("def main():\n    import h2.connection\n")
+    with pytest.raises(AssertionError, match="imports \\['h2'\\]"):
+        _assert_no_http2(sneaky, set())
+    with pytest.raises(AssertionError, match="would ship"):
+        _assert_no_http2(MODULE, {"sseprobe", "sseprobe_http2"})
+
+
 def test_the_diagnose_module_ships_the_check_only() -> None:
     shipped = _shipped(PLUGINS / "modules" / "sse_diagnose.py")
     assert "sseprobe" in shipped
+    _assert_no_http2(PLUGINS / "modules" / "sse_diagnose.py", shipped)
     assert not {n for n in shipped if n.startswith("sseprobe_")} - {
         "sseprobe_config",
         "sseprobe_parsers",

@@ -14,6 +14,10 @@ Layers:
   connect/TLS helper of both modes (``resolve``, cacert, SNI, failure wording).
 * ``check()`` is a thin blocking socket loop on top of them with one overall deadline of
   ``hold + first_byte_timeout``; a healthy run ends ``hold`` seconds after the request was sent.
+* The loop reads the response through an ``Exchange`` (the transport): ``HTTP11Exchange``
+  here (request bytes out, ``HTTPResponseParser`` in), or ``HTTP2Exchange`` of
+  ``sseprobe_http2`` (h2, TLS ALPN ``h2``), which only the controller's CLI imports. The
+  event parsing and every timing judgement are this file's, whichever transport carries them.
 
 Raw sockets rather than http.client/urllib: we need exact first-byte timings and the comment
 lines (``:ok``, ``:keepalive``) that SSE clients normally swallow.
@@ -21,7 +25,8 @@ lines (``:ok``, ``:keepalive``) that SSE clients normally swallow.
 Checks, each failing under exactly one of these names (see ``CHECKS``):
 
 ``connect``        DNS/TCP failure, refused, timeout (or the request could not be sent).
-``tls``            TLS handshake or certificate verification failure.
+``tls``            TLS handshake or certificate verification failure, or (HTTP/2) the server
+                   did not select ``h2`` by ALPN.
 ``status``         status is not 200, or the response head is malformed: garbage instead of a
                    status line, a header line over 64 KiB, headers that never end (oversized, or
                    not complete within ``first_byte_timeout``), connection closed mid-head.
@@ -35,9 +40,9 @@ Checks, each failing under exactly one of these names (see ``CHECKS``):
                    keepalive timer on every write: a busy stream is alive without comments.
                    A hold shorter than that limit therefore never requires a keepalive.
 ``stream_closed``  the stream ended before the hold: EOF, reset, the terminating chunk, or the
-                   end of a Content-Length body.
+                   end of a Content-Length body (HTTP/2: END_STREAM, RST_STREAM, GOAWAY).
 ``protocol``       broken body framing: an invalid chunk size line, chunk data not followed by
-                   CRLF, or an SSE line over 1 MiB.
+                   CRLF, or an SSE line over 1 MiB (HTTP/2: a frame the h2 library refuses).
 
 After a ``status`` or ``content_type`` failure the body is not read (it is not an event stream),
 so the body checks report "skip".
@@ -51,7 +56,7 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any, Protocol, Union
 
 from ansible_collections.sse.stack.plugins.module_utils.sseprobe_config import (
     RECV_SIZE,
@@ -76,6 +81,8 @@ __all__ = [
     "ConfigError",
     "Endpoint",
     "Event",
+    "Exchange",
+    "HTTP11Exchange",
     "HTTPResponseParser",
     "ProbeConfig",
     "ProbeResult",
@@ -171,19 +178,112 @@ class ProbeResult:
 
 
 # --------------------------------------------------------------------------------------------
+# Transports: how the response's head and body bytes come off the connection
+# --------------------------------------------------------------------------------------------
+
+
+class Exchange(Protocol):
+    """One request/response on a connection, sans-IO: ``start()`` gives the bytes to send
+    first, ``feed(received)`` the body bytes of the response it completed, ``outgoing()``
+    what the protocol must write back (HTTP/2: acknowledgements, flow control).
+
+    ``head`` is set once the response head is complete, ``error`` (a ProtocolError naming
+    ``status`` or ``protocol``) on a malformed response, ``ended`` (why, as a phrase) when
+    the response ended before the connection did. After ``feed_eof()``, ``error`` is set if
+    the head never completed, else ``eof_reason()`` words the close.
+    """
+
+    alpn: tuple[str, ...]  # offered in the TLS handshake
+    protocol: str  # for messages: "HTTP/1.1", "HTTP/2"
+    head: ResponseHead | None
+    error: ProtocolError | None
+    ended: str | None
+
+    @property
+    def head_started(self) -> bool: ...  # response bytes arrived, head not complete
+
+    def alpn_problem(self, selected: str | None) -> str | None: ...  # a ``tls`` failure
+    def start(self) -> bytes: ...
+    def feed(self, data: bytes) -> list[bytes]: ...
+    def outgoing(self) -> bytes: ...
+    def feed_eof(self) -> None: ...
+    def eof_reason(self) -> str: ...
+
+
+class HTTP11Exchange:
+    """HTTP/1.1: the request bytes, then HTTPResponseParser on the response (``Connection:
+    close``). The default transport, and the only one the modules ship."""
+
+    alpn = ("http/1.1",)
+    protocol = "HTTP/1.1"
+
+    def __init__(self, config: ProbeConfig) -> None:
+        self.cfg = config
+        self.http = HTTPResponseParser()
+        self.ended: str | None = None
+
+    @property
+    def head(self) -> ResponseHead | None:
+        return self.http.head
+
+    @property
+    def error(self) -> ProtocolError | None:
+        return self.http.error
+
+    @property
+    def head_started(self) -> bool:
+        return self.http.head_started
+
+    def alpn_problem(self, selected: str | None) -> str | None:
+        return None  # a server that does not answer ALPN speaks HTTP/1.1 too
+
+    def start(self) -> bytes:
+        return self.cfg.request_bytes()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        body = self.http.feed(data)
+        if self.http.done and self.http.error is None:
+            self.ended = f"response body ended ({self._framing()})"
+        return body
+
+    def outgoing(self) -> bytes:
+        return b""
+
+    def feed_eof(self) -> None:
+        self.http.feed_eof()
+
+    def eof_reason(self) -> str:
+        if self.http.truncated:
+            detail = "without the terminating chunk" if self.http.chunked else "mid-body"
+            return f"server closed the connection {detail}"
+        return "server closed the connection"
+
+    def _framing(self) -> str:
+        if self.http.chunked:
+            return "terminating chunk"
+        if self.http.content_length is not None:
+            return f"Content-Length {self.http.content_length} reached"
+        return "no body"
+
+
+# --------------------------------------------------------------------------------------------
 # The blocking probe
 # --------------------------------------------------------------------------------------------
 
 Progress = Callable[[ProbeResult], None]
+Transport = Callable[[ProbeConfig], Exchange]
 _Sock = Union[socket.socket, ssl.SSLSocket]
 
 
 class _Probe:
-    def __init__(self, config: ProbeConfig, progress: Progress | None) -> None:
+    def __init__(
+        self, config: ProbeConfig, progress: Progress | None, transport: Transport
+    ) -> None:
         self.cfg = config
         self.progress = progress
         self.res = ProbeResult(url=config.url)
-        self.endpoint = Endpoint(config)
+        self.x = transport(config)
+        self.endpoint = Endpoint(config, self.x.alpn)
         self.passed: set[str] = set()
         self.start = time.monotonic()
         # One overall deadline: nothing, malformed or not, runs past it.
@@ -194,7 +294,6 @@ class _Probe:
         self.max_gap = 0.0
         self.end_at: float | None = None
         self.end_reason = ""
-        self.http = HTTPResponseParser()
         self.sse = SSEParser()
 
     def run(self) -> ProbeResult:
@@ -237,6 +336,11 @@ class _Probe:
             res.fail(*end.failure(exc, "tls"))
             return None
         res.tls_version = sock.version()
+        problem = self.x.alpn_problem(sock.selected_alpn_protocol())
+        if problem is not None:
+            sock.close()
+            res.fail("tls", problem)
+            return None
         self.passed.add("tls")
         return sock
 
@@ -246,7 +350,7 @@ class _Probe:
         cfg, res = self.cfg, self.res
         try:
             sock.settimeout(max(self.deadline - time.monotonic(), 0.001))
-            sock.sendall(cfg.request_bytes())
+            sock.sendall(self.x.start())
         except OSError as exc:
             res.fail("connect", f"connection lost while sending the request: {exc}")
             return
@@ -280,49 +384,49 @@ class _Probe:
             except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
                 data = b""  # TLS close (with or without close_notify) is just EOF here
             except OSError as exc:
-                self.end_at = time.monotonic()
-                if self.http.head is None:
-                    res.fail("status", f"connection error before the response was complete: {exc}")
-                else:
-                    self._closed(f"connection error: {exc}")
+                self._connection_error(exc)
                 return
             at = time.monotonic()
             if not data:
                 self.end_at = at
-                self.http.feed_eof()
-                if self.http.error is not None:
-                    res.fail(self.http.error.check, self.http.error.message)
-                    return
-                if self.http.truncated:
-                    detail = "without the terminating chunk" if self.http.chunked else "mid-body"
-                    self._closed(f"server closed the connection {detail}")
+                self.x.feed_eof()
+                if self.x.error is not None:
+                    res.fail(self.x.error.check, self.x.error.message)
                 else:
-                    self._closed("server closed the connection")
+                    self._closed(self.x.eof_reason())
                 return
-            body = self.http.feed(data)
-            head = self.http.head
+            body = self.x.feed(data)
+            head = self.x.head
             if head is not None and "status" not in self.passed and not self._check_head(head):
                 self.end_at = at
                 return
             for piece in body:
                 self._on_body(piece, at)
             self._late_keepalive(at)  # exact: every byte received up to `at` is counted
-            error = self.http.error or self.sse.error
+            error = self.x.error or self.sse.error
             if error is not None:
                 self.end_at = at
                 res.fail(error.check, error.message)
                 return
-            if self.http.done:
+            if self.x.ended is not None:
                 self.end_at = at
-                self._closed(f"response body ended ({self._framing()})")
+                self._closed(self.x.ended)
                 return
+            reply = self.x.outgoing()  # HTTP/2: SETTINGS/PING acknowledgements, WINDOW_UPDATE
+            if reply:
+                try:
+                    sock.settimeout(max(self.deadline - time.monotonic(), 0.001))
+                    sock.sendall(reply)
+                except OSError as exc:
+                    self._connection_error(exc)
+                    return
 
-    def _framing(self) -> str:
-        if self.http.chunked:
-            return "terminating chunk"
-        if self.http.content_length is not None:
-            return f"Content-Length {self.http.content_length} reached"
-        return "no body"
+    def _connection_error(self, exc: OSError) -> None:
+        self.end_at = time.monotonic()
+        if self.x.head is None:
+            self.res.fail("status", f"connection error before the response was complete: {exc}")
+        else:
+            self._closed(f"connection error: {exc}")
 
     def _check_head(self, head: ResponseHead) -> bool:
         res = self.res
@@ -397,9 +501,9 @@ class _Probe:
 
     def _first_byte_timeout(self) -> None:
         res, waited = self.res, self.cfg.first_byte_timeout
-        if self.http.head_started:
+        if self.x.head_started:
             res.fail("status", f"response headers not complete within {waited:g} s")
-        elif self.http.head is None:
+        elif self.x.head is None:
             res.fail("first_byte", f"no response within {waited:g} s of sending the request")
         else:
             res.fail("first_byte", f"no body byte within {waited:g} s of sending the request")
@@ -460,9 +564,15 @@ class _Probe:
         }
 
 
-def check(config: ProbeConfig, progress: Progress | None = None) -> ProbeResult:
+def check(
+    config: ProbeConfig,
+    progress: Progress | None = None,
+    transport: Transport = HTTP11Exchange,
+) -> ProbeResult:
     """Probe ``config.url`` once and judge it; never raises for network or server faults.
 
     ``progress`` (optional) is called with the live ProbeResult at least every 0.25 s.
+    ``transport`` makes the Exchange that carries the request: HTTP/1.1 unless the caller
+    passes another (the CLI's ``--http2``: sseprobe_http2.HTTP2Exchange).
     """
-    return _Probe(config, progress).run()
+    return _Probe(config, progress, transport).run()

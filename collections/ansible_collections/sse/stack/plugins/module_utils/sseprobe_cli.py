@@ -8,8 +8,12 @@ container, a bare host), copy the module_utils sseprobe*.py files into DIR/ansib
 sse/stack/plugins/module_utils/ and run, from DIR,
 `python3 -m ansible_collections.sse.stack.plugins.module_utils.sseprobe_cli check URL`.
 
+`check --http2` holds the stream over HTTP/2 (TLS ALPN `h2`), as browsers reach it: the same
+checks and JSON, with the h2 package (`pip install '.[http2]'`; `make venv` installs it). Only
+this command imports it (sseprobe_http2), never the modules.
+
 Exit status: 0 every check passed, 1 a check failed, 2 usage error (for `load` also: the
-streams do not fit the open-files limit).
+streams do not fit the open-files limit; for `check --http2`: h2 is not installed).
 """
 
 from __future__ import annotations
@@ -18,9 +22,12 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from ansible_collections.sse.stack.plugins.module_utils import sseprobe, sseprobe_load
+
+if TYPE_CHECKING:
+    from ansible_collections.sse.stack.plugins.module_utils.sseprobe import Transport
 
 # CLI spelling of each ProbeConfig field, so usage errors name what the user typed.
 _FLAGS = {
@@ -86,6 +93,11 @@ def build_parser() -> _Parser:
         default=":ok",
         metavar="TEXT",
         help="required first body line (default: ':ok'; '' disables the check)",
+    )
+    p.add_argument(
+        "--http2",
+        action="store_true",
+        help="speak HTTP/2 (TLS ALPN h2, https:// only) as browsers do; needs the h2 package",
     )
     _add_connection(p)
     p.set_defaults(func=cmd_check, parser=p)
@@ -225,10 +237,12 @@ def _detail(name: str, d: dict[str, Any], cfg: sseprobe.ProbeConfig) -> str:
     return ""
 
 
-def summary(result: sseprobe.ProbeResult, cfg: sseprobe.ProbeConfig) -> str:
+def summary(
+    result: sseprobe.ProbeResult, cfg: sseprobe.ProbeConfig, protocol: str = "HTTP/1.1"
+) -> str:
     d = result.to_dict()
     messages = {f["check"]: f["message"] for f in d["failures"]}
-    lines = [f"sseprobe check {d['url']}"]
+    lines = [f"sseprobe check {d['url']} ({protocol})"]
     for name, state in d["checks"].items():
         if state == "fail":
             text = messages[name]
@@ -257,6 +271,24 @@ def _common(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _transport(args: argparse.Namespace, cfg: sseprobe.ProbeConfig) -> Transport:
+    """HTTP/1.1 (the probe's own), or with --http2 the h2 transport, imported only then."""
+    if not args.http2:
+        return sseprobe.HTTP11Exchange
+    if cfg.scheme != "https":
+        args.parser.error(
+            "argument --http2: needs an https:// URL (browsers speak HTTP/2 over TLS only)"
+        )
+    try:
+        from ansible_collections.sse.stack.plugins.module_utils import sseprobe_http2
+    except ImportError as exc:
+        args.parser.error(
+            f"argument --http2: the h2 package is missing ({exc}):"
+            " pip install 'sse-stack-probe[http2]' (make venv installs it)"
+        )
+    return sseprobe_http2.HTTP2Exchange
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     try:
         cfg = sseprobe.ProbeConfig(
@@ -264,16 +296,17 @@ def cmd_check(args: argparse.Namespace) -> int:
         )
     except sseprobe.ConfigError as exc:
         args.parser.error(f"argument {_FLAGS.get(exc.argument, exc.argument)}: {exc.message}")
+    transport = _transport(args, cfg)
     live = LiveLine(sys.stdout, cfg.hold) if not args.json and sys.stdout.isatty() else None
     try:
-        result = sseprobe.check(cfg, live)
+        result = sseprobe.check(cfg, live, transport)
     finally:
         if live is not None:
             live.clear()
     if args.json:
         print(json.dumps(result.to_dict()))
     else:
-        print(summary(result, cfg))
+        print(summary(result, cfg, "HTTP/2" if args.http2 else "HTTP/1.1"))
     return 0 if result.ok else 1
 
 

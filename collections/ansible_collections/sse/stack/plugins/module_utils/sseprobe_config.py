@@ -173,8 +173,9 @@ class ProbeConfig:
         """The longest allowed gap without a keepalive."""
         return self.keepalive_interval + self.tolerance
 
-    def request_bytes(self) -> bytes:
-        """The GET request; user headers replace the defaults case-insensitively."""
+    def request_headers(self) -> list[tuple[str, str]]:
+        """The GET request's headers; user headers replace the defaults case-insensitively.
+        HTTP/1.1 sends them as they are; HTTP/2 (sseprobe_http2) maps Host to :authority."""
         headers = {
             "Host": self.host_header,
             "User-Agent": USER_AGENT,
@@ -183,16 +184,22 @@ class ProbeConfig:
             "Connection": "close",
         }
         user = {k.lower(): (k, v) for k, v in self.headers.items()}
+        fields = [(name, value) for name, value in headers.items() if name.lower() not in user]
+        fields.extend(user.values())
+        return fields
+
+    def request_bytes(self) -> bytes:
+        """The HTTP/1.1 GET request."""
         lines = [f"GET {self.target} HTTP/1.1"]
-        for name, value in headers.items():
-            if name.lower() not in user:
-                lines.append(f"{name}: {value}")
-        lines.extend("{}: {}".format(*kv) for kv in user.values())
+        lines.extend("{}: {}".format(*kv) for kv in self.request_headers())
         return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8")
 
 
-def ssl_context(cacert: str | None, insecure: bool) -> ssl.SSLContext:
-    """The client TLS context of ``check`` and ``load`` (raises ssl.SSLError / OSError)."""
+def ssl_context(
+    cacert: str | None, insecure: bool, alpn: tuple[str, ...] = ("http/1.1",)
+) -> ssl.SSLContext:
+    """The client TLS context of ``check`` and ``load`` (raises ssl.SSLError / OSError);
+    ``alpn``: the protocols offered (HTTP/1.1, or ``h2`` for ``check --http2``)."""
     if insecure:
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
@@ -200,7 +207,7 @@ def ssl_context(cacert: str | None, insecure: bool) -> ssl.SSLContext:
     else:
         # Like curl --cacert: the given bundle replaces the system store.
         ctx = ssl.create_default_context(cafile=cacert)
-    ctx.set_alpn_protocols(["http/1.1"])  # we speak HTTP/1.1 only
+    ctx.set_alpn_protocols(list(alpn))  # only what the transport speaks
     return ctx
 
 
@@ -212,7 +219,8 @@ class Endpoint:
     in two steps (each is a check of its own); ``load`` does both at once on its loop.
     """
 
-    def __init__(self, config: ProbeConfig) -> None:
+    def __init__(self, config: ProbeConfig, alpn: tuple[str, ...] = ("http/1.1",)) -> None:
+        self.alpn = alpn
         self.host = config.host
         self.address = config.connect_host
         self.port = config.port
@@ -229,7 +237,7 @@ class Endpoint:
         """The TLS context (built once; None for http). Raises ssl.SSLError or OSError
         when the cacert cannot be loaded."""
         if self.https and self._context is None:
-            self._context = ssl_context(self.cacert, self.insecure)
+            self._context = ssl_context(self.cacert, self.insecure, self.alpn)
         return self._context
 
     def dial(self, timeout: float) -> socket.socket:
