@@ -55,6 +55,17 @@ BAD = [
     bad("access-log-relative", {"sse_verify_access_log": "access.log"}, "absolute"),
     bad("access-log-newline", {"sse_verify_access_log": "/var/log/nginx/a.log\n"}, "control"),
     bad("cacert-relative", {"sse_verify_cacert": "tls/sse.crt"}, "absolute"),
+    bad("controller-cacert-relative", {"sse_verify_controller_cacert": "ca.pem"}, "absolute"),
+    bad("controller-cacert-list", {"sse_verify_controller_cacert": ["/ca.pem"]}, "a string"),
+    bad(
+        "controller-cacert-missing",
+        {
+            "sse_verify_from_controller": True,
+            "sse_verify_controller_url": "https://localhost/notify/events",
+            "sse_verify_controller_cacert": "/nonexistent/sse-ca.crt",
+        },
+        "no file on the controller",
+    ),
     bad("expect-first-two-lines", {"sse_verify_expect_first": ":ok\ndata: x"}, "control"),
     bad("report-dir-newline", {"sse_verify_report_dir": "/tmp/reports\n"}, "control"),
     # ranges and cross-checks
@@ -70,6 +81,23 @@ BAD = [
         "when sse_verify_from_controller is true",
     ),
     bad("controller-url-newline", {"sse_verify_controller_url": "https://x/\n"}, "control"),
+    # HTTP/2 from the controller: a real boolean, with the controller check, over TLS
+    bad("controller-http2-text", {"sse_verify_controller_http2": "true"}, "true or false"),
+    bad(
+        "controller-http2-without-controller",
+        {"sse_verify_from_controller": False, "sse_verify_controller_http2": True},
+        "sse_verify_from_controller true",
+    ),
+    bad(
+        "controller-http2-plain-http",
+        {
+            "sse_verify_from_controller": True,
+            "sse_verify_controller_url": "http://localhost:8080/notify/events",
+            "sse_verify_controller_http2": True,
+        },
+        "https://",
+    ),
+    bad("main-controller-http2-text", {"sse_verify_controller_http2": 1}, entry="main"),
     # the role as a whole
     bad("main-hold-10s", {"sse_verify_hold": "10s"}, entry="main"),
     bad("main-url-newline", {"sse_verify_url": "https://localhost/\n"}, entry="main"),
@@ -101,6 +129,16 @@ VALID = [
     Case(
         "from-controller",
         {"sse_verify_from_controller": True, "sse_verify_controller_url": "http://[::1]:8080/e"},
+    ),
+    Case(
+        "from-controller-http2",
+        {
+            "sse_verify_from_controller": True,
+            "sse_verify_controller_url": "https://localhost:18443/notify/events",
+            # a file the controller has (Debian's bundle)
+            "sse_verify_controller_cacert": "/etc/ssl/certs/ca-certificates.crt",
+            "sse_verify_controller_http2": True,
+        },
     ),
 ]
 ALL = BAD + VALID
