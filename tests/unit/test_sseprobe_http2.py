@@ -50,6 +50,13 @@ class _Stream:
         self.flush()
 
     def data(self, payload: bytes, end: bool = False) -> None:
+        # HTTP/2 flow control: past the client's window, wait for its WINDOW_UPDATE
+        while self.conn.local_flow_control_window(self.sid) < len(payload):
+            received = self.sock.recv(65536)
+            if not received:
+                raise OSError("client closed")
+            self.conn.receive_data(received)
+            self.flush()
         self.conn.send_data(self.sid, payload, end_stream=end)
         self.flush()
 
@@ -119,6 +126,15 @@ def wrong_type(s: _Stream) -> None:
     s.keepalives()
 
 
+def bulk(s: _Stream) -> None:
+    # about 4 x the default 64 KiB window of events at once: the probe must give the window back
+    s.head()
+    s.data(b":ok\n\n")
+    for i in range(256):
+        s.data(b"id: %d\ndata: %s\n\n" % (i, b"x" * 1000))
+    s.keepalives()
+
+
 def buffered(s: _Stream) -> None:
     # what a buffering proxy does to a stream of tiny comments: nothing reaches the client
     s.sleep(MAX_LIFETIME)
@@ -134,6 +150,7 @@ PATHS: dict[str, Callable[[_Stream], None]] = {
     "/status-502": status_502,
     "/wrong-type": wrong_type,
     "/buffered": buffered,
+    "/bulk": bulk,
 }
 
 
@@ -259,6 +276,15 @@ def test_healthy_stream_passes_over_http2(h2_server: H2Server, tls_files: tuple[
     assert sent["accept"] == "text/event-stream"
     assert sent["x-probe"] == "h2"
     assert "connection" not in sent and "host" not in sent  # forbidden in HTTP/2
+
+
+def test_a_long_stream_never_stalls_on_flow_control(
+    h2_server: H2Server, tls_files: tuple[str, str]
+) -> None:
+    r = probe2(h2_server.url("/bulk"), tls_files[0])
+    assert r["ok"] is True, r["failures"]
+    assert r["events"] == 256 and r["last_event_id"] == "255"
+    assert r["body_bytes"] > 3 * 65535  # more than three windows
 
 
 @pytest.mark.parametrize(
