@@ -178,6 +178,10 @@ def test_broker_restart_keeps_streams_open_and_refuses_publishes_meanwhile(
         assert [e.data for e in stream.events_until_keepalive()] == ["before", "after"]
     for stream in (held, resuming):
         assert stream.events_until_keepalive() == []
+    # a stop ends the open streams and the readers blocked in XREAD at once
+    assert a.stop() < 5, a.log()
+    for stream in (held, resuming):
+        assert stream.next_frame(5) is None, "the stream did not end cleanly"
         stream.close()
 
 
