@@ -13,8 +13,10 @@ here=$(cd "$(dirname "$0")" && pwd)
 # Debian's build through Playwright (no browser is ever downloaded); libnss3-tools: its
 # certutil makes the browsers trust the local CA the way a user does (an NSS database, a
 # Firefox profile's cert9.db); firefox-esr: the incident's own browser, driven headless over
-# WebDriver BiDi by the Firefox end-to-end test (again Debian's build, never a download).
-packages=(podman runc mmdebstrap uidmap slirp4netns fuse-overlayfs openssl python3-venv openssh-client chromium libnss3-tools firefox-esr)
+# WebDriver BiDi by the Firefox end-to-end test (again Debian's build, never a download);
+# redis-server: the app's broker-mode tests start their own on a free loopback port
+# (tests/app/redis_helpers.py; Debian also enables its service, on loopback only).
+packages=(podman runc mmdebstrap uidmap slirp4netns fuse-overlayfs openssl python3-venv openssh-client chromium libnss3-tools firefox-esr redis-server)
 
 command -v dpkg-query >/dev/null 2>&1 || die "this set-up needs a Debian-like host with apt (dpkg-query not found)"
 

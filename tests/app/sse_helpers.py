@@ -57,7 +57,7 @@ def server_env(**settings: str) -> dict[str, str]:
     return env
 
 
-def gunicorn_argv(*extra: str, graceful_timeout: int = 30) -> list[str]:
+def gunicorn_argv(*extra: str, graceful_timeout: int = 30, workers: int = 1) -> list[str]:
     # The flags the deploy uses, minus the listener (each test chooses one).
     return [
         sys.executable,
@@ -67,7 +67,7 @@ def gunicorn_argv(*extra: str, graceful_timeout: int = 30) -> list[str]:
         "--worker-class",
         WORKER_CLASS,
         "--workers",
-        "1",
+        str(workers),
         "--graceful-timeout",
         str(graceful_timeout),
         # Gunicorn >= 25.1 otherwise creates $XDG_RUNTIME_DIR/gunicorn.ctl (or ~/.gunicorn).

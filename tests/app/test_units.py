@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
-from sse_app import sse
+from sse_app import ids, sse
 from sse_app.settings import Settings
 
 
@@ -69,3 +71,63 @@ def test_settings_from_env() -> None:
 def test_bad_settings_fail_loudly(name: str, value: str) -> None:
     with pytest.raises(ValueError, match=name):
         Settings.from_env({name: value})
+
+
+def test_broker_settings() -> None:
+    url = "redis://:secret@10.0.0.5:6379/0"
+    settings = Settings.from_env(
+        {"SSE_BROKER_URL": url, "SSE_BROKER_STREAM": "app:{events}", "SSE_BROKER_MAXLEN": "50"}
+    )
+    assert (settings.broker_url, settings.broker_stream, settings.broker_maxlen) == (
+        url,
+        "app:{events}",
+        50,
+    )
+    assert settings.broker_enabled and not Settings.from_env({}).broker_enabled
+
+
+@pytest.mark.parametrize(
+    ("env", "name"),
+    [
+        ({"SSE_BROKER_URL": "http://:secret@host:6379"}, "SSE_BROKER_URL"),
+        ({"SSE_BROKER_URL": "redis://:sec ret@host"}, "SSE_BROKER_URL"),
+        ({"SSE_BROKER_STREAM": "a b"}, "SSE_BROKER_STREAM"),
+        ({"SSE_BROKER_MAXLEN": "0"}, "SSE_BROKER_MAXLEN"),
+        ({"SSE_BROKER_URL": "redis://h:6379", "SSE_PEERS": "b2:8000"}, "SSE_PEERS"),
+    ],
+)
+def test_bad_broker_settings_fail_without_showing_the_url(env: dict[str, str], name: str) -> None:
+    with pytest.raises(ValueError, match=name) as failure:
+        Settings.from_env(env)
+    assert "secret" not in str(failure.value) and "sec ret" not in str(failure.value)
+
+
+def test_stream_ids_map_to_sse_ids_and_back() -> None:
+    for raw, value in [
+        ("0-0", 0),
+        ("0-1", 1),
+        ("1733140000000-0", 1_733_140_000_000_000_000),
+        ("1733140000000-999999", 1_733_140_000_000_999_999),
+    ]:
+        assert ids.from_stream_id(raw) == value
+        assert ids.to_stream_id(value) == raw
+        assert ids.parse_id(str(value)) == value  # a client's Last-Event-ID resumes from it
+    # one order: the SSE ids sort as the stream ids do
+    assert ids.from_stream_id("5-999999") < ids.from_stream_id("6-0")
+    for bad in ("1-1000000", "9999999999999-0", "1-", "-1", "1-2-3", "\u0661-0", ""):
+        with pytest.raises(ValueError):
+            ids.from_stream_id(bad)
+    with pytest.raises(ValueError):
+        ids.to_stream_id(-1)
+
+
+def test_peers_log_a_deprecation_warning(caplog: pytest.LogCaptureFixture) -> None:
+    from sse_app.main import create_app
+
+    with caplog.at_level(logging.WARNING, logger="sse_app"):
+        create_app(Settings(peers=("b2:8000",)))
+    assert "SSE_PEERS is deprecated" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="sse_app"):
+        create_app(Settings())
+    assert "deprecated" not in caplog.text

@@ -32,6 +32,11 @@ class Subscription:
 
     def __init__(self, limit: int, backlog: Iterable[Event] = ()) -> None:
         self.backlog: list[Event] = list(backlog)
+        # Set by the Redis broker: events arrive in one global order (so an id at or
+        # below the last one sent is a duplicate), and the stream first reads what it
+        # missed after this id from the broker (see redis_broker.py).
+        self.ordered = False
+        self.resume_after: int | None = None
         self.closed_reason: str | None = None
         self._limit = limit
         self._pending: deque[Event] = deque()

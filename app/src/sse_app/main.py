@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.resources import files
@@ -17,6 +18,7 @@ from starlette.routing import Route
 from sse_app import ids, peers, sse
 from sse_app.broker import Broker
 from sse_app.middleware import VersionHeaderMiddleware
+from sse_app.redis_broker import RETRY_AFTER_S, BrokerUnavailable, RedisBroker
 from sse_app.settings import Settings
 from sse_app.shutdown import on_shutdown_signal
 from sse_app.stream import EventStreamResponse
@@ -26,22 +28,45 @@ from sse_app.stream import EventStreamResponse
 MAX_PUBLISH_BYTES = 64 * 1024
 MAX_EVENT_NAME = 100
 
+log = logging.getLogger("sse_app")
+
 PAGE = files("sse_app").joinpath("page.html").read_text(encoding="utf-8")
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = Settings.from_env() if settings is None else settings
-    broker = Broker(settings.replay_buffer, settings.subscriber_queue)
+    local = Broker(settings.replay_buffer, settings.subscriber_queue)
+    shared = (
+        RedisBroker(
+            settings.broker_url,
+            settings.broker_stream,
+            settings.broker_maxlen,
+            settings.replay_buffer,
+            settings.subscriber_queue,
+        )
+        if settings.broker_enabled
+        else None
+    )
+    broker: Broker | RedisBroker = local if shared is None else shared
     forwarder = peers.Forwarder(settings.peers, settings.publish_token)
+    if settings.peers:
+        log.warning(
+            "SSE_PEERS is deprecated and goes away in the next release: share events"
+            " through a broker instead (SSE_BROKER_URL, Ansible: sse_backend_broker_url)"
+        )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # The signal hook is what actually ends streams on SIGTERM (the server only
         # runs the lifespan shutdown below after every response has finished).
+        if shared is not None:
+            await shared.start()  # never waits for the broker: the app starts without it
         with on_shutdown_signal(broker.close):
             yield
             broker.close()
             forwarder.close()
+            if shared is not None:
+                await shared.aclose()
 
     async def events(request: Request) -> Response:
         return EventStreamResponse(
@@ -68,16 +93,30 @@ def create_app(settings: Settings | None = None) -> Starlette:
             return _error(400, str(exc))
 
         forwarded_id = request.headers.get(peers.EVENT_ID_HEADER)
+        if shared is not None:
+            if forwarded_id is not None:
+                # a peer still forwarding: its backend already appended this event
+                return _error(400, f"{peers.EVENT_ID_HEADER}: this backend uses a broker")
+            try:
+                event, delivered = await shared.publish(data, name)
+            except BrokerUnavailable:
+                return _error(
+                    503,
+                    "the event broker is unavailable, publish again later",
+                    {"Retry-After": str(RETRY_AFTER_S)},
+                )
+            return JSONResponse({"id": event.id, "subscribers": delivered}, status_code=202)
+
         if forwarded_id is not None:
             # from a peer backend (it holds the token): keep its id, forward no further
             problem = ids.forwarded_id_error(forwarded_id)
             if problem is not None:
                 return _error(400, f"{peers.EVENT_ID_HEADER} {problem}")
             event_id = ids.parse_id(forwarded_id)
-            event, delivered = broker.publish(data, name, event_id=event_id)
+            event, delivered = local.publish(data, name, event_id=event_id)
             return JSONResponse({"id": event.id, "subscribers": delivered}, status_code=202)
 
-        event, delivered = broker.publish(data, name)
+        event, delivered = local.publish(data, name)
         forwarder.submit(event.id, body)  # queued: a slow or stopped peer never delays this
         return JSONResponse({"id": event.id, "subscribers": delivered}, status_code=202)
 
@@ -85,6 +124,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
         return HTMLResponse(PAGE, headers={"Cache-Control": "no-cache"})
 
     async def healthz(request: Request) -> Response:
+        if shared is not None:
+            # 200 either way: the worker serves streams (with keepalives) without the
+            # broker; "status" and "broker" say whether events flow.
+            status = "ok" if shared.available else "broker_down"
+            return JSONResponse({"status": status, "broker": shared.health()})
         # peer forwarding counts (sent, failed attempts, dropped, last error) per peer
         return JSONResponse({"status": "ok", "peers": forwarder.stats()})
 

@@ -7,6 +7,7 @@ odd runtime behaviour.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -24,15 +25,24 @@ class Settings:
     app_version: str = __version__
     # the other backends behind the same nginx upstream, host:port (see peers.py)
     peers: tuple[str, ...] = ()
+    # a Redis server every worker and backend shares (see redis_broker.py); empty: events
+    # live in this process only (one worker, SSE_PEERS between backends)
+    broker_url: str = ""
+    broker_stream: str = "sse:events"
+    broker_maxlen: int = 10000
 
     @property
     def publishing_enabled(self) -> bool:
         return bool(self.publish_token)
 
+    @property
+    def broker_enabled(self) -> bool:
+        return bool(self.broker_url)
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-        return cls(
+        settings = cls(
             retry_ms=_int(env, "SSE_RETRY_MS", cls.retry_ms, minimum=0),
             keepalive_interval=_positive_float(
                 env, "SSE_KEEPALIVE_INTERVAL", cls.keepalive_interval
@@ -43,7 +53,17 @@ class Settings:
             publish_token=env.get("SSE_PUBLISH_TOKEN", "").strip(),
             app_version=env.get("SSE_APP_VERSION", "").strip() or __version__,
             peers=parse_peers(env.get("SSE_PEERS", "")),
+            broker_url=_broker_url(env),
+            broker_stream=_broker_stream(env),
+            broker_maxlen=_int(env, "SSE_BROKER_MAXLEN", cls.broker_maxlen, minimum=1),
         )
+        if settings.broker_url and settings.peers:
+            # forwarding into a shared broker would append every event once per backend
+            raise ValueError(
+                "SSE_PEERS and SSE_BROKER_URL are exclusive: with a broker every backend"
+                " reads the same events (SSE_PEERS is deprecated, leave it empty)"
+            )
+        return settings
 
 
 def _raw(env: Mapping[str, str], name: str) -> str | None:
@@ -75,3 +95,30 @@ def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
     if not value > 0 or value == float("inf"):  # `not >` also rejects NaN
         raise ValueError(f"{name} must be a positive number of seconds, got {raw!r}")
     return value
+
+
+_STREAM_KEY = re.compile(r"[A-Za-z0-9_.:{}-]{1,128}")
+
+
+def _broker_url(env: Mapping[str, str]) -> str:
+    raw = _raw(env, "SSE_BROKER_URL")
+    if raw is None:
+        return ""
+    # never echo the value: it holds the broker's password
+    if not raw.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("SSE_BROKER_URL must be a redis://, rediss:// or unix:// URL")
+    if any(ord(c) < 33 or ord(c) == 127 for c in raw):
+        raise ValueError("SSE_BROKER_URL must not hold spaces or control characters")
+    return raw
+
+
+def _broker_stream(env: Mapping[str, str]) -> str:
+    raw = _raw(env, "SSE_BROKER_STREAM")
+    if raw is None:
+        return Settings.broker_stream
+    if not _STREAM_KEY.fullmatch(raw):
+        raise ValueError(
+            "SSE_BROKER_STREAM must be a key of 1-128 letters, digits and _ . : { } -,"
+            f" got {raw!r}"
+        )
+    return raw
