@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import http.server
-import io
 import json
 import os
 import shutil
@@ -38,20 +37,24 @@ import pytest
 from tripwire import RC_HOST_FAILED, ROOT, Played, role_playbook, run_ansible_json
 
 HOST = "sse-build-target"
-TARGET_PYTHON = "%d.%d" % tuple(
-    int(part)
-    for part in subprocess.run(
-        ["python3", "-c", "import sys; print(sys.version_info[0], sys.version_info[1])"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-)
+# the target Python: this machine's python3, which the build reads as the target's
+TARGET_PYTHON = subprocess.run(
+    ["python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+    capture_output=True,
+    text=True,
+    check=True,
+).stdout.strip()
 TARGET_TAG = "cp" + TARGET_PYTHON.replace(".", "")
 
 
-def make_wheel(folder: Path, name: str, version: str, requires: tuple[str, ...] = (),
-               tag: str = "py3-none-any", payload: str = "") -> Path:
+def make_wheel(
+    folder: Path,
+    name: str,
+    version: str,
+    requires: tuple[str, ...] = (),
+    tag: str = "py3-none-any",
+    payload: str = "",
+) -> Path:
     """A minimal, valid wheel (fixed time stamps, so the same arguments give the same bytes)."""
     dist = f"{name}-{version}"
     files = {
@@ -59,12 +62,16 @@ def make_wheel(folder: Path, name: str, version: str, requires: tuple[str, ...] 
         f"{dist}.dist-info/METADATA": "Metadata-Version: 2.1\n"
         f"Name: {name}\nVersion: {version}\n"
         + "".join(f"Requires-Dist: {requirement}\n" for requirement in requires),
-        f"{dist}.dist-info/WHEEL": f"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: {tag}\n",
+        f"{dist}.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\n"
+        f"Root-Is-Purelib: true\nTag: {tag}\n",
     }
-    record = "".join(
-        f"{path},sha256={base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b'=').decode()},{len(text.encode())}\n"
-        for path, text in files.items()
-    ) + f"{dist}.dist-info/RECORD,,\n"
+    record = (
+        "".join(
+            f"{path},sha256={base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b'=').decode()},{len(text.encode())}\n"
+            for path, text in files.items()
+        )
+        + f"{dist}.dist-info/RECORD,,\n"
+    )
     files[f"{dist}.dist-info/RECORD"] = record
     wheel = folder / f"{dist}-{tag}.whl"
     folder.mkdir(parents=True, exist_ok=True)
@@ -114,7 +121,7 @@ class Index:
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
@@ -163,13 +170,18 @@ def app(tmp_path: Path) -> Path:
     return make_wheel(tmp_path / "source", "tinyapp", "1.0", requires=("tinydep>=1",))
 
 
-def test_a_newer_dependency_upstream_changes_nothing(tmp_path: Path, index: Index, app: Path) -> None:
+def test_a_newer_dependency_upstream_changes_nothing(
+    tmp_path: Path, index: Index, app: Path
+) -> None:
     dep = index.add("tinydep", "1.0")
     lock = tmp_path / "requirements.lock"
     lock.write_text(lock_of(dep))
     cache = tmp_path / "cache"
-    variables = {"sse_backend_source": str(app), "sse_backend_lock_file": str(lock),
-                 "sse_backend_controller_cache": str(cache)}
+    variables = {
+        "sse_backend_source": str(app),
+        "sse_backend_lock_file": str(lock),
+        "sse_backend_controller_cache": str(cache),
+    }
     first = build(tmp_path / "run1", index, **variables)
     passed(first)
     tar = archive(cache)
@@ -182,7 +194,10 @@ def test_a_newer_dependency_upstream_changes_nothing(tmp_path: Path, index: Inde
     # the control: anything resolving from the ranges now picks 1.1
     resolved = subprocess.run(
         [sys.executable, "-m", "uv", "pip", "compile", "--quiet", "--no-header", "-"],
-        input="tinydep>=1\n", capture_output=True, text=True, check=True,
+        input="tinydep>=1\n",
+        capture_output=True,
+        text=True,
+        check=True,
         env={**os.environ, **index.env()},
     ).stdout
     assert "tinydep==1.1" in resolved, resolved
@@ -197,7 +212,9 @@ def test_a_newer_dependency_upstream_changes_nothing(tmp_path: Path, index: Inde
     assert tar.read_bytes() == before, "a rebuild from the same lock changed the archive"
 
 
-def test_a_source_without_a_lock_is_resolved_once_and_kept(tmp_path: Path, index: Index, app: Path) -> None:
+def test_a_source_without_a_lock_is_resolved_once_and_kept(
+    tmp_path: Path, index: Index, app: Path
+) -> None:
     index.add("tinydep", "1.0")
     cache = tmp_path / "cache"
     variables = {"sse_backend_source": str(app), "sse_backend_controller_cache": str(cache)}
@@ -206,7 +223,9 @@ def test_a_source_without_a_lock_is_resolved_once_and_kept(tmp_path: Path, index
     passed(first)
     assert status(first, said) == "ok", first.describe()
     (resolved,) = cache.glob("*.resolved.lock")
-    entries = [line for line in resolved.read_text().splitlines() if not line.lstrip().startswith("#")]
+    entries = [
+        line for line in resolved.read_text().splitlines() if not line.lstrip().startswith("#")
+    ]
     assert "tinydep==1.0 \\" in entries, entries
     assert not [line for line in entries if line.startswith("tinyapp")], entries  # hashed as built
     before = archive(cache).read_bytes()
@@ -224,8 +243,13 @@ def test_a_tampered_wheel_is_refused_by_the_build(tmp_path: Path, index: Index, 
     lock = tmp_path / "requirements.lock"
     lock.write_text(lock_of(dep))
     index.add("tinydep", "1.0", payload="EVIL = True\n")  # same name, other bytes
-    played = build(tmp_path / "run", index, sse_backend_source=str(app),
-                   sse_backend_lock_file=str(lock), sse_backend_controller_cache=str(tmp_path / "cache"))
+    played = build(
+        tmp_path / "run",
+        index,
+        sse_backend_source=str(app),
+        sse_backend_lock_file=str(lock),
+        sse_backend_controller_cache=str(tmp_path / "cache"),
+    )
     assert played.rc == RC_HOST_FAILED, played.describe()
     (message,) = played.failures()
     assert "tinydep" in message and f"Python {TARGET_PYTHON}" in message, message
@@ -238,8 +262,15 @@ def test_a_tampered_wheel_is_refused_on_the_target(tmp_path: Path, index: Index,
     lock = tmp_path / "requirements.lock"
     lock.write_text(lock_of(dep))
     cache = tmp_path / "cache"
-    passed(build(tmp_path / "run", index, sse_backend_source=str(app),
-                 sse_backend_lock_file=str(lock), sse_backend_controller_cache=str(cache)))
+    passed(
+        build(
+            tmp_path / "run",
+            index,
+            sse_backend_source=str(app),
+            sse_backend_lock_file=str(lock),
+            sse_backend_controller_cache=str(cache),
+        )
+    )
     release = tmp_path / "release"
     (release / "wheelhouse").mkdir(parents=True)
     shutil.copy(archive(cache), release / "wheelhouse.tar")
@@ -248,9 +279,20 @@ def test_a_tampered_wheel_is_refused_on_the_target(tmp_path: Path, index: Index,
         packed.extractall(release / "wheelhouse", filter="data")
     subprocess.run(["python3", "-m", "venv", str(release / "venv")], check=True)
     # the install of tasks/release.yml (no index; the lock's hashes checked)
-    install = [str(release / "venv/bin/pip"), "install", "--quiet", "--disable-pip-version-check",
-               "--no-index", "--find-links", "wheelhouse", "--force-reinstall",
-               "--only-binary=:all:", "--require-hashes", "-r", "requirements.lock"]
+    install = [
+        str(release / "venv/bin/pip"),
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--no-index",
+        "--find-links",
+        "wheelhouse",
+        "--force-reinstall",
+        "--only-binary=:all:",
+        "--require-hashes",
+        "-r",
+        "requirements.lock",
+    ]
     evil = make_wheel(tmp_path / "evil", "tinydep", "1.0", payload="EVIL = True\n")
     shutil.copy(evil, release / "wheelhouse" / evil.name)
     refused = subprocess.run(install, cwd=release, capture_output=True, text=True, check=False)
@@ -271,8 +313,13 @@ def test_no_wheel_for_the_target_python_fails_naming_package_and_python(
     compiled = index.add("tinydep", "1.0", tag=f"{other}-{other}-manylinux_2_17_x86_64")
     lock = tmp_path / "requirements.lock"
     lock.write_text(lock_of(compiled))
-    played = build(tmp_path / "run", index, sse_backend_source=str(app),
-                   sse_backend_lock_file=str(lock), sse_backend_controller_cache=str(tmp_path / "cache"))
+    played = build(
+        tmp_path / "run",
+        index,
+        sse_backend_source=str(app),
+        sse_backend_lock_file=str(lock),
+        sse_backend_controller_cache=str(tmp_path / "cache"),
+    )
     assert played.rc == RC_HOST_FAILED, played.describe()
     (message,) = played.failures()
     assert "tinydep==1.0" in message and f"Python {TARGET_PYTHON}" in message, message

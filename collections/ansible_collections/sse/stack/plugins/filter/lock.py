@@ -2,9 +2,9 @@
 `uv pip compile --generate-hashes` and `pip-compile --generate-hashes` write it) for one
 target Python, on the controller (roles/sse_backend/tasks/build.yml).
 
-    {{ text | sse.stack.lock_problems }}             -> ["line 3: foo>=1 is not pinned with ==", ...]
-    {{ text | sse.stack.lock_for_target(target) }}   -> the entries whose markers hold there
-    {{ target | sse.stack.wheel_platforms }}         -> ["manylinux_2_36_x86_64", ..., "manylinux1_x86_64"]
+    {{ text | sse.stack.lock_problems }}            -> ["line 3: foo>=1 is not pinned with =="]
+    {{ text | sse.stack.lock_for_target(target) }}  -> the entries whose markers hold there
+    {{ target | sse.stack.wheel_platforms }}        -> ["manylinux_2_36_x86_64", ...]
 
 A target is what tasks/build.yml reads from the host's `python3`: `python` ("3.13"),
 `python_full` ("3.13.5"), `implementation` ("cpython"), `machine` ("x86_64") and `glibc`
@@ -73,7 +73,12 @@ def _parse(number: int, logical: str) -> tuple[Requirement | None, list[str], st
 def lock_problems(text: Any) -> list[str]:
     """What keeps `text` from being a lock pip installs with --require-hashes: an entry
     not pinned with ==, without a hash, an option line, or no entry at all."""
-    problems = [problem for number, line in _entries(str(text)) for problem in [_parse(number, line)[2]] if problem]
+    problems = [
+        problem
+        for number, line in _entries(str(text))
+        for problem in [_parse(number, line)[2]]
+        if problem
+    ]
     if not _entries(str(text)):
         problems.append("it has no entry")
     return problems
@@ -113,7 +118,9 @@ def lock_for_target(text: Any, target: dict[str, Any]) -> str:
         requirement, hashes, _ = _parse(number, logical)
         assert requirement is not None  # lock_problems found none
         try:
-            applies = requirement.marker is None or Marker(str(requirement.marker)).evaluate(environment)
+            applies = requirement.marker is None or Marker(str(requirement.marker)).evaluate(
+                environment
+            )
         except InvalidMarker as error:  # pragma: no cover - Requirement parsed it already
             raise AnsibleFilterError(f"line {number}: {error}") from error
         if not applies:
@@ -132,8 +139,12 @@ def wheel_platforms(target: dict[str, Any]) -> list[str]:
     if not match or match.group(1) != "2":
         raise AnsibleFilterError(f"target glibc {target.get('glibc')!r} is not a glibc 2.N version")
     newest = int(match.group(2))
-    tags = [f"manylinux_2_{minor}_{machine}" for minor in range(newest, _OLDEST_GLIBC_MINOR - 1, -1)]
-    tags += [f"{legacy}_{machine}" for legacy, minor in _LEGACY_MANYLINUX.items() if minor <= newest]
+    tags = [
+        f"manylinux_2_{minor}_{machine}" for minor in range(newest, _OLDEST_GLIBC_MINOR - 1, -1)
+    ]
+    tags += [
+        f"{legacy}_{machine}" for legacy, minor in _LEGACY_MANYLINUX.items() if minor <= newest
+    ]
     return tags
 
 
