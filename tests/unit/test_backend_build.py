@@ -11,8 +11,11 @@ target Python), with a tiny package set served by `python -m http.server`'s hand
   installed the way tasks/release.yml installs it).
 - A locked package with no wheel for the target's Python fails the build naming the
   package and the Python, with nothing past the build run.
+- With sse_backend_pip_index_url, pip installs the lock from the index with
+  --require-hashes: the locked versions, and a changed file is refused.
 
-Cost: about 40 s (seven ansible-playbook runs of the build, one virtualenv); no container.
+Cost: about 80 s here (nine ansible-playbook runs of the build, two virtualenvs); no
+container.
 """
 
 from __future__ import annotations
@@ -326,3 +329,52 @@ def test_no_wheel_for_the_target_python_fails_naming_package_and_python(
     assert HOST in message and "No host was changed" in message, message
     past = [t.name for t in played.tasks if t.status != "skipped"]
     assert "Fail when a target Python has no wheel" in past[-1], played.describe()
+
+
+def test_the_index_mode_installs_the_lock_with_hashes(tmp_path: Path, index: Index) -> None:
+    """sse_backend_pip_index_url: pip on the target installs sse_backend_lock_file from the
+    index as tasks/release.yml runs it (its configuration in a file, --require-hashes -r
+    requirements.lock): exactly the locked versions though the index has newer ones, and
+    a file whose bytes changed on the index is refused."""
+    app = index.add("myapp", "2.1", requires=("tinydep>=1",))
+    dep = index.add("tinydep", "1.0")
+    index.add("tinydep", "1.1")
+    release = tmp_path / "release"
+    release.mkdir()
+    (release / "requirements.lock").write_text(lock_of(app, dep))
+    conf = release / "pip-index.conf"
+    conf.write_text(f"[global]\nindex-url = {index.url}\n")
+    subprocess.run(["python3", "-m", "venv", str(release / "venv")], check=True)
+    pip = str(release / "venv/bin/pip")
+    install = [
+        pip,
+        "install",
+        "--disable-pip-version-check",
+        "--require-hashes",
+        "-r",
+        str(release / "requirements.lock"),
+    ]
+    env = {
+        **os.environ,
+        "PIP_CONFIG_FILE": str(conf),
+        "PIP_NO_CACHE_DIR": "1",
+        "PIP_FIND_LINKS": "",
+    }
+    done = subprocess.run(install, capture_output=True, text=True, env=env, check=False)
+    assert done.returncode == 0, done.stderr
+    listed = subprocess.run(
+        [pip, "list", "--format=json"], capture_output=True, text=True, check=True
+    ).stdout
+    versions = {d["name"]: d["version"] for d in json.loads(listed)}
+    assert versions.get("tinydep") == "1.0" and versions.get("myapp") == "2.1", versions
+    index.add("myapp", "2.1", requires=("tinydep>=1",), payload="EVIL = True\n")
+    refused = subprocess.run(
+        [*install, "--force-reinstall"], capture_output=True, text=True, env=env, check=False
+    )
+    assert refused.returncode != 0 and "DO NOT MATCH THE HASHES" in refused.stderr, refused.stderr
+    # and that is the install the role runs with an index
+    release_yml = (ROOT / "roles/sse_backend/tasks/release.yml").read_text()
+    assert "+ ['--require-hashes', '-r', __sse_backend_release_dir ~ '/requirements.lock']" in (
+        release_yml
+    )
+    assert 'PIP_CONFIG_FILE: "{{ __sse_backend_pip_conf }}"' in release_yml
