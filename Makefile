@@ -22,7 +22,7 @@ SCENARIO_JOBS ?= 2
 export SCENARIO_JOBS
 SCENARIO_LANES = $(if $(filter 0 1,$(SCENARIO_JOBS))$(filter 1,$(words $(SCENARIOS))),-n 0,-n $(SCENARIO_JOBS) --dist loadscope -v)
 
-.PHONY: help host host-check venv node-deps images lint unit molecule test test-steps demo demo-destroy clean bench bench-release
+.PHONY: help host host-check venv node-deps images lint unit molecule test test-steps demo demo-destroy clean bench bench-release lock
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -101,6 +101,14 @@ bench: venv images ## benchmark (not in `make test`): load through nginx, reload
 
 bench-release: venv images ## release timings on the cluster scenario (profile_tasks): no-change, one-host, rolling
 	python bench/release.py
+
+# The reference app's locked dependency set: exact versions and hashes of every dependency
+# of app/pyproject.toml, for every Python the targets run (--universal: markers, not the
+# controller's Python, decide what applies; 3.11 is the oldest target). Deploys install
+# exactly this; only this target changes it (to the newest versions the ranges allow).
+lock: venv ## resolve app/requirements.lock anew (exact versions + hashes; deploys never resolve)
+	cd app && UV_CUSTOM_COMPILE_COMMAND="make lock" uv pip compile --quiet --universal \
+	  --python-version 3.11 --generate-hashes --upgrade pyproject.toml -o requirements.lock
 
 clean: demo-destroy ## remove .venv and caches (images stay; `podman rmi` them by hand)
 	rm -rf .venv .cache .pytest_cache .ruff_cache

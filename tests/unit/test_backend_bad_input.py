@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from tripwire import (
     RC_HOST_FAILED,
+    ROOT,
     TRIPWIRE_MARK,
     Case,
     Played,
@@ -38,6 +39,7 @@ ROLE = "sse_backend"
 PREFLIGHT = ("roles/sse_backend/tasks/preflight.yml",)
 # the role's first tasks on the host, in order (the tripwire stops the first)
 HOST_TASKS = [
+    "Read the target's Python, machine and C library",  # the build (not with an index)
     "Look up the service user",
     "Create the service user",
     "Install what a Python virtualenv needs on the target",
@@ -163,6 +165,29 @@ GAPS = [
         ),
     ]
 ]
+# Issue 15: the lock pip installs with --require-hashes (a hashed one; any file will do for
+# the index case, whose install the tripwire stops)
+A_LOCK = ROOT / "app/requirements.lock"
+LOCKS = [
+    role_case(
+        "index-without-lock",
+        {
+            "sse_backend_pip_index_url": "https://pypi.example/simple",
+            "sse_backend_source": "myapp==2.1",
+        },
+        "sse_backend_lock_file",
+    ),
+    role_case(
+        "lock-missing", {"sse_backend_lock_file": "/nonexistent/app.lock"}, "sse_backend_lock_file"
+    ),
+    # a requirements file of ranges, not a lock: pip would resolve it anew on every run
+    role_case(
+        "lock-not-hashed",
+        {"sse_backend_lock_file": str(ROOT / "app/pyproject.toml")},
+        "sse_backend_lock_file",
+    ),
+    role_case("lock-newline", {"sse_backend_lock_file": f"{A_LOCK}\n"}, "sse_backend_lock_file"),
+]
 # sse_backend_pip_index_url may carry credentials (issue 15: it was written into a
 # world-readable file and shown in a failed task's command line): a refused run and a run
 # stopped at the host both keep it out of every output, in any part of the URL.
@@ -188,7 +213,11 @@ INDEX_SECRETS = [
 ]
 INDEX_TRIPWIRE = role_case(
     "index-token-tripwire",
-    {"sse_backend_pip_index_url": INDEX_URL, "sse_backend_source": "myapp==2.1"},
+    {
+        "sse_backend_pip_index_url": INDEX_URL,
+        "sse_backend_source": "myapp==2.1",
+        "sse_backend_lock_file": str(A_LOCK),
+    },
     secret=INDEX_TOKEN,
 )
 # Valid input, preflight only: proves the harness can pass.
@@ -202,7 +231,7 @@ UNPUBLISHED = role_case(
     {"sse_backend_source": "sse-app-never-published==9.9.9", "sse_backend_version": "9.9.9"},
     "sse_backend_source",
 )
-PIP_OFFLINE = {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": ""}
+PIP_OFFLINE = {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "", "UV_OFFLINE": "1"}
 CONTROLLER_TASKS = [
     "Build the release on the controller",
     "Build the wheelhouse on the controller",
@@ -212,6 +241,7 @@ CONTROLLER_TASKS = [
 
 ALL = [
     *BAD,
+    *LOCKS,
     *NEWLINES,
     *(param.values[0] for param in GAPS),
     *INDEX_SECRETS,
@@ -253,7 +283,9 @@ def runs(
     return start_runs(request, tmp_path_factory, ALL, run_cases, key)
 
 
-@pytest.mark.parametrize("case", [*BAD, *NEWLINES, *GAPS, *INDEX_SECRETS], ids=lambda case: case.id)
+@pytest.mark.parametrize(
+    "case", [*BAD, *LOCKS, *NEWLINES, *GAPS, *INDEX_SECRETS], ids=lambda case: case.id
+)
 def test_rejected_before_the_host_changes(
     case: Case, runs: dict[str, Callable[[], Played]]
 ) -> None:
@@ -293,7 +325,7 @@ def test_index_url_credentials_never_printed(
     case: Case, runs: dict[str, Callable[[], Played]]
 ) -> None:
     played = runs[case.id]()
-    assert_tripped_at(played, HOST_TASKS[0])
+    assert_tripped_at(played, "Look up the service user")  # no build with an index
     printed = played.stdout + played.stderr
     assert case.secret not in printed, f"the index token was printed\n{played.describe()}"
 
