@@ -1,0 +1,1 @@
+"""A Starlette Server-Sent Events app (see README.md)."""

@@ -1,0 +1,1 @@
+"""A plain WSGI Server-Sent Events app (see README.md)."""
