@@ -1,0 +1,263 @@
+#!/usr/bin/python
+"""Ansible module: put the SSE locations into an nginx the role does not own."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: nginx_locations
+short_description: Put SSE locations into a server block the role does not own, never live-broken
+description:
+  - Reads the live configuration as nginx does (C(nginx -T)); fails when nginx rejects it
+    already (nothing of the role's to fix there).
+  - Plans every change in memory first - the role's own O(files) (rendered on the host,
+    copied byte for byte), and with O(site_file) one marked C(include) line for
+    O(snippet) in the one server block whose C(server_name) names O(server_name) - and
+    checks, on the configuration with those changes in, that every O(paths) entry is
+    served by the snippet's own location exactly as nginx picks locations (an C(=),
+    C(^~), regular expression or duplicate location that would win is quoted with its file
+    and line). Nothing is written when a check fails.
+  - Then writes the changed files in place, each old content kept, and runs C(nginx -t),
+    which reads every file of the configuration including absolute includes. When nginx
+    rejects it, every file is put back byte for byte (same mode, owner and times) and
+    files the module created are removed, before the module fails quoting nginx; nginx is
+    never reloaded here (the caller reloads on C(changed)).
+  - O(state=absent) takes the include line out of O(site_file) and removes O(files) from
+    O(dest_dir), tested the same way.
+options:
+  files:
+    description: The role's own files, relative to O(src_dir) (rendered) and O(dest_dir).
+    type: list
+    elements: str
+    required: true
+  src_dir:
+    description: Folder on the host with the rendered O(files) (ignored for O(state=absent)).
+    type: path
+    required: true
+  dest_dir:
+    description: The nginx configuration folder the O(files) go to.
+    type: path
+    default: /etc/nginx
+  snippet:
+    description: Absolute path of the SSE locations' snippet (in O(dest_dir), one of O(files)).
+    type: path
+    required: true
+  site_file:
+    description: A server file nginx reads (a symlink's target is written); empty, none.
+    type: str
+    default: ""
+  server_name:
+    description: The server_name of the server block in O(site_file) that gets the include.
+    type: str
+    default: ""
+  site:
+    description: Site name, in the include line's marker comment.
+    type: str
+    required: true
+  paths:
+    description: The SSE location paths the snippet holds.
+    type: list
+    elements: str
+    default: []
+  state:
+    description: C(present) or C(absent).
+    type: str
+    default: present
+    choices: [present, absent]
+author: sse-deploy
+"""
+
+RETURN = r"""
+changed_files:
+  description: Files written or removed (or that would be, in check mode).
+  returned: always
+  type: list
+included_in:
+  description: Server blocks that include the snippet (C(server NAMES at FILE:LINE)).
+  returned: always
+  type: list
+"""
+
+import os  # noqa: E402
+import tempfile  # noqa: E402
+from typing import Any  # noqa: E402
+
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible_collections.sse.stack.plugins.module_utils.nginx_locations import (  # noqa: E402
+    LocationsError,
+    dump_name,
+    plan_include,
+    remove_include,
+    shadowing,
+    simulate,
+)
+from ansible_collections.sse.stack.plugins.module_utils.sse_diagnose_nginx_parse import (  # noqa: E402
+    NginxSyntaxError,
+    split_dump,
+)
+
+
+def _read(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+
+
+def _write_like(path: str, content: bytes, like: os.stat_result | None) -> None:
+    """Replace ``path`` atomically; keep the old file's mode and owner (new: root 0644)."""
+    folder = os.path.dirname(path)
+    os.makedirs(folder, mode=0o755, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".sse-", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
+        if like is not None:
+            os.chmod(tmp, like.st_mode & 0o7777)
+            os.chown(tmp, like.st_uid, like.st_gid)
+            os.utime(tmp, ns=(like.st_atime_ns, like.st_mtime_ns))
+        else:
+            os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _emerg(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    picked = [line for line in lines if "[emerg]" in line] or lines
+    return " | ".join(picked)
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "files": {"type": "list", "elements": "str", "required": True},
+            "src_dir": {"type": "path", "required": True},
+            "dest_dir": {"type": "path", "default": "/etc/nginx"},
+            "snippet": {"type": "path", "required": True},
+            "site_file": {"type": "str", "default": ""},
+            "server_name": {"type": "str", "default": ""},
+            "site": {"type": "str", "required": True},
+            "paths": {"type": "list", "elements": "str", "default": []},
+            "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
+        },
+        supports_check_mode=True,
+    )
+    p = module.params
+    present = p["state"] == "present"
+
+    rc, dump, err = module.run_command(["nginx", "-T"])
+    if rc != 0:
+        module.fail_json(
+            msg="nginx -t rejects the live configuration before any change, so the role "
+            f"changes nothing; fix it first. nginx said: {_emerg(err)}"
+        )
+
+    # planned content of every file the module may touch: bytes, or None (absent)
+    planned: dict[str, bytes | None] = {}
+    for name in p["files"]:
+        src = _read(os.path.join(p["src_dir"], name)) if present else None
+        if present and src is None:
+            module.fail_json(msg=f"rendered file {name} is missing in {p['src_dir']}")
+        planned[os.path.join(p["dest_dir"], name)] = src
+
+    site_real = ""
+    if p["site_file"]:
+        files = split_dump(dump)
+        if dump_name(files, p["site_file"]) is None:
+            module.fail_json(
+                msg=f"sse_nginx_site_file {p['site_file']} is not part of the configuration "
+                "nginx loads (nginx -T does not list it): enable the site first (e.g. a "
+                "symlink in sites-enabled/), or name the file nginx reads"
+            )
+        site_real = os.path.realpath(p["site_file"])
+        old = _read(site_real) or b""
+        text = old.decode("utf-8", errors="surrogateescape")
+        try:
+            new = (
+                plan_include(text, p["site_file"], p["server_name"], p["site"], p["snippet"])
+                if present
+                else remove_include(text, p["site"])
+            )
+        except LocationsError as exc:
+            module.fail_json(msg=str(exc))
+        planned[site_real] = new.encode("utf-8", errors="surrogateescape")
+
+    result: dict[str, Any] = {"changed": False, "changed_files": [], "included_in": []}
+    if present:
+        texts = {
+            path: (None if data is None else data.decode("utf-8", errors="surrogateescape"))
+            for path, data in planned.items()
+        }
+        try:
+            plan = shadowing(simulate(dump, texts), p["snippet"], p["paths"])
+        except NginxSyntaxError as exc:
+            module.fail_json(msg=f"the planned configuration cannot be read: {exc}")
+        if plan.problems:
+            module.fail_json(
+                msg="the SSE locations would not win, so nothing was changed: "
+                + " | ".join(plan.problems),
+                problems=plan.problems,
+            )
+        for warning in plan.warnings:
+            module.warn(warning)
+        if not plan.included_in:
+            module.warn(
+                f"no server block includes {p['snippet']} yet: add 'include {p['snippet']};' "
+                "to your server block, or set sse_nginx_site_file so the role adds it"
+            )
+        result["included_in"] = plan.included_in
+
+    before = {path: _read(path) for path in planned}
+    changed = [path for path in planned if before[path] != planned[path]]
+    result["changed_files"] = changed
+    result["changed"] = bool(changed)
+    if not changed or module.check_mode:
+        module.exit_json(**result)
+
+    stats = {path: os.stat(path) for path in changed if before[path] is not None}
+    missing_dirs = {
+        os.path.dirname(path) for path in changed if not os.path.isdir(os.path.dirname(path))
+    }
+    done: list[str] = []
+    try:
+        for path in changed:
+            done.append(path)
+            content = planned[path]
+            if content is None:
+                os.unlink(path)
+            else:
+                _write_like(path, content, stats.get(path))
+        rc, out, err = module.run_command(["nginx", "-t", "-q"])
+        refusal = None if rc == 0 else _emerg(out + err)
+    except OSError as exc:
+        refusal = f"writing failed: {exc}"
+    if refusal is None:
+        module.exit_json(**result)
+
+    # put every file back as it was, byte for byte, before anything is reloaded
+    for path in reversed(done):
+        old = before[path]
+        if old is None:
+            if os.path.lexists(path):
+                os.unlink(path)
+        else:
+            _write_like(path, old, stats[path])
+    for folder in missing_dirs:  # folders the module created for a new file
+        if os.path.isdir(folder) and not os.listdir(folder):
+            os.rmdir(folder)
+    rc, _, err = module.run_command(["nginx", "-t", "-q"])
+    module.fail_json(
+        msg=f"nginx -t rejected the change, so every file is back as it was (nginx was not "
+        f"reloaded and keeps serving the previous configuration). nginx said: {refusal}"
+        + ("" if rc == 0 else f" -- and after the restore nginx -t still fails: {_emerg(err)}"),
+        **result,
+    )
+
+
+if __name__ == "__main__":
+    main()
