@@ -10,8 +10,8 @@ short_description: Put SSE locations into a server block the role does not own, 
 description:
   - Reads the live configuration as nginx does (C(nginx -T)); fails when nginx rejects it
     already (nothing of the role's to fix there).
-  - Plans every change in memory first - the role's own O(files) (rendered on the host,
-    copied byte for byte), and with O(site_file) one marked C(include) line for
+  - Plans every change in memory first - the role's own O(files) (rendered on the
+    controller), and with O(site_file) one marked C(include) line for
     O(snippet) in the one server block whose C(server_name) names O(server_name) - and
     checks, on the configuration with those changes in, that every O(paths) entry is
     served by the snippet's own location exactly as nginx picks locations (an C(=),
@@ -26,13 +26,11 @@ description:
     O(dest_dir), tested the same way.
 options:
   files:
-    description: The role's own files, relative to O(src_dir) (rendered) and O(dest_dir).
+    description:
+      - The role's own files, each C(path) (relative to O(dest_dir)) and C(content) (its
+        whole text; ignored for O(state=absent)).
     type: list
-    elements: str
-    required: true
-  src_dir:
-    description: Folder on the host with the rendered O(files) (ignored for O(state=absent)).
-    type: path
+    elements: dict
     required: true
   dest_dir:
     description: The nginx configuration folder the O(files) go to.
@@ -135,8 +133,7 @@ def _emerg(text: str) -> str:
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
-            "files": {"type": "list", "elements": "str", "required": True},
-            "src_dir": {"type": "path", "required": True},
+            "files": {"type": "list", "elements": "dict", "required": True},
             "dest_dir": {"type": "path", "default": "/etc/nginx"},
             "snippet": {"type": "path", "required": True},
             "site_file": {"type": "str", "default": ""},
@@ -159,11 +156,13 @@ def main() -> None:
 
     # planned content of every file the module may touch: bytes, or None (absent)
     planned: dict[str, bytes | None] = {}
-    for name in p["files"]:
-        src = _read(os.path.join(p["src_dir"], name)) if present else None
-        if present and src is None:
-            module.fail_json(msg=f"rendered file {name} is missing in {p['src_dir']}")
-        planned[os.path.join(p["dest_dir"], name)] = src
+    for item in p["files"]:
+        content = item.get("content")
+        if present and not isinstance(content, str):
+            module.fail_json(msg=f"files: {item.get('path')} has no content")
+        planned[os.path.join(p["dest_dir"], item["path"])] = (
+            content.encode("utf-8") if present else None
+        )
 
     site_real = ""
     if p["site_file"]:
