@@ -9,7 +9,8 @@ module: nginx_locations
 short_description: Put SSE locations into a server block the role does not own, never live-broken
 description:
   - Reads the live configuration as nginx does (C(nginx -T)); fails when nginx rejects it
-    already (nothing of the role's to fix there).
+    already, unless what nginx rejects is one of the role's own O(files) (edited by hand,
+    say): those get their planned content first and nginx reads the configuration again.
   - Plans every change in memory first - the role's own O(files) (rendered on the
     controller), and with O(site_file) one marked C(include) line for
     O(snippet) in the one server block whose C(server_name) names O(server_name) - and
@@ -78,7 +79,7 @@ included_in:
 
 import os  # noqa: E402
 import tempfile  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import Any, NoReturn  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible_collections.sse.stack.plugins.module_utils.nginx_locations import (  # noqa: E402
@@ -130,6 +131,43 @@ def _emerg(text: str) -> str:
     return " | ".join(picked)
 
 
+class Transaction:
+    """Files written or removed, each with what it was: rollback() puts every one back
+    byte for byte (mode, owner and times too) and removes folders made for new files."""
+
+    def __init__(self) -> None:
+        self.before: dict[str, bytes | None] = {}
+        self.stats: dict[str, os.stat_result] = {}
+        self.made_dirs: list[str] = []
+
+    def write(self, path: str, content: bytes | None) -> None:
+        if path not in self.before:
+            self.before[path] = _read(path)
+            if self.before[path] is not None:
+                self.stats[path] = os.stat(path)
+        if content is None:
+            if os.path.lexists(path):
+                os.unlink(path)
+            return
+        folder = os.path.dirname(path)
+        if not os.path.isdir(folder):
+            self.made_dirs.append(folder)
+        _write_like(path, content, self.stats.get(path))
+
+    def rollback(self) -> None:
+        for path in reversed(list(self.before)):
+            old = self.before[path]
+            if old is None:
+                if os.path.lexists(path):
+                    os.unlink(path)
+            else:
+                _write_like(path, old, self.stats[path])
+        for folder in reversed(self.made_dirs):
+            if os.path.isdir(folder) and not os.listdir(folder):
+                os.rmdir(folder)
+        self.before.clear()
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
@@ -146,36 +184,58 @@ def main() -> None:
     )
     p = module.params
     present = p["state"] == "present"
+    tx = Transaction()
+    result: dict[str, Any] = {"changed": False, "changed_files": [], "included_in": []}
 
-    rc, dump, err = module.run_command(["nginx", "-T"])
-    if rc != 0:
-        module.fail_json(
-            msg="nginx -t rejects the live configuration before any change, so the role "
-            f"changes nothing; fix it first. nginx said: {_emerg(err)}"
-        )
+    def fail(msg: str, **extra: Any) -> NoReturn:
+        """Put back what was written so far (nothing was reloaded), then fail."""
+        restored = bool(tx.before)
+        tx.rollback()
+        if restored:
+            rc, _, err = module.run_command(["nginx", "-t", "-q"])
+            msg += "" if rc == 0 else f" -- after the restore nginx -t fails: {_emerg(err)}"
+        module.fail_json(msg=msg, **result, **extra)
+        raise AssertionError  # fail_json exits
 
-    # planned content of every file the module may touch: bytes, or None (absent)
-    planned: dict[str, bytes | None] = {}
+    # planned content of the role's own files: bytes, or None (absent)
+    own: dict[str, bytes | None] = {}
     for item in p["files"]:
         content = item.get("content")
         if present and not isinstance(content, str):
             module.fail_json(msg=f"files: {item.get('path')} has no content")
-        planned[os.path.join(p["dest_dir"], item["path"])] = (
+        own[os.path.join(p["dest_dir"], item["path"])] = (
             content.encode("utf-8") if present else None
         )
 
-    site_real = ""
-    if p["site_file"]:
-        files = split_dump(dump)
-        if dump_name(files, p["site_file"]) is None:
+    rc, dump, err = module.run_command(["nginx", "-T"])
+    if rc != 0:
+        # a broken file of the role's own (e.g. edited by hand) is repaired: its planned
+        # content goes in first; anything else broken is the server's to fix
+        if not any(f" in {path}:" in err for path in own) or module.check_mode:
             module.fail_json(
-                msg=f"sse_nginx_site_file {p['site_file']} is not part of the configuration "
+                msg="nginx -t rejects the live configuration before any change, so the role "
+                f"changes nothing; fix it first. nginx said: {_emerg(err)}"
+            )
+        for path, content in own.items():
+            if _read(path) != content:
+                tx.write(path, content)
+        rc, dump, err = module.run_command(["nginx", "-T"])
+        if rc != 0:
+            fail(
+                "nginx -t rejects the live configuration, also with the role's own files "
+                f"rewritten, so every file is back as it was. nginx said: {_emerg(err)}"
+            )
+
+    planned = dict(own)
+    if p["site_file"]:
+        if dump_name(split_dump(dump), p["site_file"]) is None:
+            fail(
+                f"sse_nginx_site_file {p['site_file']} is not part of the configuration "
                 "nginx loads (nginx -T does not list it): enable the site first (e.g. a "
                 "symlink in sites-enabled/), or name the file nginx reads"
             )
         site_real = os.path.realpath(p["site_file"])
-        old = _read(site_real) or b""
-        text = old.decode("utf-8", errors="surrogateescape")
+        text = (_read(site_real) or b"").decode("utf-8", errors="surrogateescape")
         try:
             new = (
                 plan_include(text, p["site_file"], p["server_name"], p["site"], p["snippet"])
@@ -183,10 +243,9 @@ def main() -> None:
                 else remove_include(text, p["site"])
             )
         except LocationsError as exc:
-            module.fail_json(msg=str(exc))
+            fail(str(exc))
         planned[site_real] = new.encode("utf-8", errors="surrogateescape")
 
-    result: dict[str, Any] = {"changed": False, "changed_files": [], "included_in": []}
     if present:
         texts = {
             path: (None if data is None else data.decode("utf-8", errors="surrogateescape"))
@@ -195,10 +254,10 @@ def main() -> None:
         try:
             plan = shadowing(simulate(dump, texts), p["snippet"], p["paths"])
         except NginxSyntaxError as exc:
-            module.fail_json(msg=f"the planned configuration cannot be read: {exc}")
+            fail(f"the planned configuration cannot be read: {exc}")
         if plan.problems:
-            module.fail_json(
-                msg="the SSE locations would not win, so nothing was changed: "
+            fail(
+                "the SSE locations would not win, so nothing was changed: "
                 + " | ".join(plan.problems),
                 problems=plan.problems,
             )
@@ -211,51 +270,25 @@ def main() -> None:
             )
         result["included_in"] = plan.included_in
 
-    before = {path: _read(path) for path in planned}
-    changed = [path for path in planned if before[path] != planned[path]]
-    result["changed_files"] = changed
-    result["changed"] = bool(changed)
-    if not changed or module.check_mode:
+    changed = [path for path in planned if _read(path) != planned[path]]
+    result["changed_files"] = sorted(set(changed) | set(tx.before))
+    result["changed"] = bool(result["changed_files"])
+    if (not changed and not tx.before) or module.check_mode:
         module.exit_json(**result)
 
-    stats = {path: os.stat(path) for path in changed if before[path] is not None}
-    missing_dirs = {
-        os.path.dirname(path) for path in changed if not os.path.isdir(os.path.dirname(path))
-    }
-    done: list[str] = []
     try:
         for path in changed:
-            done.append(path)
-            content = planned[path]
-            if content is None:
-                os.unlink(path)
-            else:
-                _write_like(path, content, stats.get(path))
+            tx.write(path, planned[path])
         rc, out, err = module.run_command(["nginx", "-t", "-q"])
-        refusal = None if rc == 0 else _emerg(out + err)
     except OSError as exc:
-        refusal = f"writing failed: {exc}"
-    if refusal is None:
-        module.exit_json(**result)
-
-    # put every file back as it was, byte for byte, before anything is reloaded
-    for path in reversed(done):
-        old = before[path]
-        if old is None:
-            if os.path.lexists(path):
-                os.unlink(path)
-        else:
-            _write_like(path, old, stats[path])
-    for folder in missing_dirs:  # folders the module created for a new file
-        if os.path.isdir(folder) and not os.listdir(folder):
-            os.rmdir(folder)
-    rc, _, err = module.run_command(["nginx", "-t", "-q"])
-    module.fail_json(
-        msg=f"nginx -t rejected the change, so every file is back as it was (nginx was not "
-        f"reloaded and keeps serving the previous configuration). nginx said: {refusal}"
-        + ("" if rc == 0 else f" -- and after the restore nginx -t still fails: {_emerg(err)}"),
-        **result,
-    )
+        fail(f"writing failed, so every file is back as it was: {exc}")
+    if rc != 0:
+        fail(
+            "nginx -t rejected the change, so every file is back as it was (nginx was not "
+            f"reloaded and keeps serving the previous configuration). nginx said: "
+            f"{_emerg(out + err)}"
+        )
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":
