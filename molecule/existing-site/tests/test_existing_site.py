@@ -54,6 +54,13 @@ def etc_nginx(host) -> dict[str, str]:
     return {line.split(None, 1)[1]: line.split(None, 1)[0] for line in out.splitlines()}
 
 
+def etc_nginx_times(host) -> str:
+    """Modification time of every file under /etc/nginx: a restore leaves them as they were."""
+    return run_on_target(
+        host, r"cd /etc/nginx && find . \( -type f -o -type l \) -printf '%p %T@\n' | sort"
+    )
+
+
 def recorded_etc_nginx(host) -> dict[str, str]:
     out = run_on_target(host, f"cat {RECORD}/etc-nginx.before")
     return {line.split(None, 1)[1]: line.split(None, 1)[0] for line in out.splitlines()}
@@ -104,7 +111,8 @@ def test_only_the_roles_files_and_one_include_line_changed(host) -> None:
 
 
 def test_a_broken_change_is_refused_with_every_file_unchanged(host) -> None:
-    files, pids, site_answers = etc_nginx(host), nginx_pids(host), answers(host)
+    files, times = etc_nginx(host), etc_nginx_times(host)
+    pids, site_answers = nginx_pids(host), answers(host)
     proc = proxy(
         "-e",
         json.dumps({"sse_nginx_extra_location_directives": ["this_is_not_a_directive on;"]}),
@@ -115,6 +123,7 @@ def test_a_broken_change_is_refused_with_every_file_unchanged(host) -> None:
     assert 'unknown directive "this_is_not_a_directive"' in proc.stdout
     assert f"{SNIPPET}:" in proc.stdout, "nginx's message names the snippet's line"
     assert etc_nginx(host) == files, "a file under /etc/nginx differs after the refusal"
+    assert etc_nginx_times(host) == times, "a file's modification time differs"
     assert nginx_pids(host) == pids, "nginx was reloaded"
     assert answers(host) == site_answers
 

@@ -104,8 +104,11 @@ def _read(path: str) -> bytes | None:
         return None
 
 
-def _write_like(path: str, content: bytes, like: os.stat_result | None) -> None:
-    """Replace ``path`` atomically; keep the old file's mode and owner (new: root 0644)."""
+def _write_like(
+    path: str, content: bytes, like: os.stat_result | None, keep_times: bool = False
+) -> None:
+    """Replace ``path`` atomically; keep the old file's mode and owner (new: root 0644),
+    and with ``keep_times`` its times (a restore: as if it was never touched)."""
     folder = os.path.dirname(path)
     os.makedirs(folder, mode=0o755, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".sse-", dir=folder)
@@ -115,7 +118,8 @@ def _write_like(path: str, content: bytes, like: os.stat_result | None) -> None:
         if like is not None:
             os.chmod(tmp, like.st_mode & 0o7777)
             os.chown(tmp, like.st_uid, like.st_gid)
-            os.utime(tmp, ns=(like.st_atime_ns, like.st_mtime_ns))
+            if keep_times:
+                os.utime(tmp, ns=(like.st_atime_ns, like.st_mtime_ns))
         else:
             os.chmod(tmp, 0o644)
         os.replace(tmp, path)
@@ -161,7 +165,7 @@ class Transaction:
                 if os.path.lexists(path):
                     os.unlink(path)
             else:
-                _write_like(path, old, self.stats[path])
+                _write_like(path, old, self.stats[path], keep_times=True)
         for folder in reversed(self.made_dirs):
             if os.path.isdir(folder) and not os.listdir(folder):
                 os.rmdir(folder)
