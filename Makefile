@@ -14,7 +14,7 @@ export ANSIBLE_NOCOLOR := 1
 export PY_COLORS := 0
 
 # Molecule scenarios run by `make test`, in order (override: make test SCENARIOS=smoke).
-SCENARIOS ?= smoke default nginx faults diagnose cluster
+SCENARIOS ?= smoke default nginx faults diagnose cluster existing-site
 export SCENARIOS
 # Lanes of scenarios run side by side (tests/scenarios/test_molecule.py balances them);
 # 0 or a single scenario: one after another in this process, molecule's output live.

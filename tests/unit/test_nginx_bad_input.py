@@ -449,6 +449,65 @@ BAD = [
         "sse_nginx_staging_dir",
         entry="site",
     ),
+    # mode locations (issue 16): its own inputs, and what the user's server block owns
+    bad("mode-unknown", {"sse_nginx_mode": "server"}, "sse_nginx_mode", "site, locations"),
+    bad("mode-unknown-main", {"sse_nginx_mode": "nginx"}, "sse_nginx_mode", entry="main"),
+    bad(
+        "locations-state-unknown",
+        {"sse_nginx_mode": "locations", "sse_nginx_locations_state": "gone"},
+        "sse_nginx_locations_state",
+        "present, absent",
+    ),
+    bad(
+        "locations-state-absent-in-site-mode",
+        {"sse_nginx_locations_state": "absent"},
+        "sse_nginx_locations_state",
+        "locations only",
+    ),
+    bad(
+        "site-file-relative",
+        {"sse_nginx_mode": "locations", "sse_nginx_site_file": "sites-available/example"},
+        "sse_nginx_site_file",
+    ),
+    bad(
+        "site-file-in-site-mode",
+        {"sse_nginx_site_file": "/etc/nginx/sites-available/example"},
+        "sse_nginx_site_file",
+        "locations",
+    ),
+    bad(
+        "site-file-list",
+        {"sse_nginx_mode": "locations", "sse_nginx_site_file": ["/etc/nginx/x"]},
+        "sse_nginx_site_file",
+    ),
+    bad(
+        "locations-tls-pair",
+        {"sse_nginx_mode": "locations", "sse_nginx_tls_cert": CERT, "sse_nginx_tls_key": KEY},
+        "sse_nginx_tls_cert",
+        "owns its certificate",
+    ),
+    bad(
+        "locations-server-directives",
+        {"sse_nginx_mode": "locations", "sse_nginx_extra_directives": ["gzip off;"]},
+        "sse_nginx_extra_directives",
+        "sse_nginx_extra_location_directives",
+    ),
+    bad(
+        "location-directive-two",
+        {"sse_nginx_extra_location_directives": ["gzip off; limit_rate 0;"]},
+        "sse_nginx_extra_location_directives[0]",
+    ),
+    bad(
+        "location-directive-string",
+        {"sse_nginx_extra_location_directives": "limit_rate 0;"},
+        "sse_nginx_extra_location_directives",
+    ),
+    bad(
+        "location-directive-block",
+        {"sse_nginx_extra_location_directives": ["if ($x) { return 404; }"]},
+        "sse_nginx_extra_location_directives[0]",
+        entry="main",
+    ),
 ]
 
 # Unusual but valid: through `main` they reach the first host task (the tripwire).
@@ -524,6 +583,21 @@ VALID = [
             "sse_nginx_upstreams_down": ["[::1]:8000"],
         },
         entry="upstreams",
+    ),
+    Case(
+        "locations-mode",
+        {
+            "sse_nginx_mode": "locations",
+            "sse_nginx_site_file": "/etc/nginx/sites-available/example",
+            "sse_nginx_server_name": "example.test",
+            "sse_nginx_extra_location_directives": ["limit_rate 0;"],
+        },
+        entry="main",
+    ),
+    Case(
+        "locations-absent",
+        {"sse_nginx_mode": "locations", "sse_nginx_locations_state": "absent"},
+        entry="main",
     ),
 ]
 ALL = BAD + VALID

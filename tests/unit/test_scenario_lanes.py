@@ -15,7 +15,7 @@ runner = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(runner)
 
 ALL = sorted(p.parent.name for p in (ROOT / "molecule").glob("*/molecule.yml"))
-MAKE_TEST = ["smoke", "default", "nginx", "faults", "diagnose", "cluster"]
+MAKE_TEST = ["smoke", "default", "nginx", "faults", "diagnose", "cluster", "existing-site"]
 
 
 def test_scenarios_sharing_containers_share_a_lane() -> None:
