@@ -30,10 +30,15 @@ import pytest
 from nginx_helpers import (
     SITE,
     apply_role,
+    assert_mozilla_intermediate,
+    held_stream_state,
     nginx_processes,
     podman_host,
+    start_held_stream,
+    stop_held_stream,
     tree_listing,
 )
+from sse_testinfra import published_https_port
 
 ACME_HOST = "nginx-debian13"
 DOMAIN = "acme.sse.test"  # the one name Pebble's DNS resolves (to 127.0.0.1)
@@ -48,9 +53,7 @@ ACME = {
 }
 CERT = f"/etc/nginx/tls/{SITE}-acme.crt"
 ACCOUNT_KEY = f"/etc/nginx/tls/{SITE}-acme-account.key"
-WEBROOT_CHALLENGES = (
-    f"/var/lib/sse-nginx-acme/{SITE}/webroot/.well-known/acme-challenge"
-)
+WEBROOT_CHALLENGES = f"/var/lib/sse-nginx-acme/{SITE}/webroot/.well-known/acme-challenge"
 SSEPROBE = Path(sys.executable).with_name("sseprobe")
 
 
@@ -60,7 +63,7 @@ def acme_host():
 
 
 def recap(proc: subprocess.CompletedProcess[str]) -> str:
-    match = re.search(rf"^{ACME_HOST}\s*:.*$", proc.stdout, re.MULTILINE)
+    match = re.search(rf"^{ACME_HOST}\s*:.*$", proc.stdout, re.M)
     assert match, proc.stdout[-3000:] + proc.stderr
     return match.group(0)
 
@@ -74,7 +77,7 @@ def task_status(proc: subprocess.CompletedProcess[str], task: str) -> str:
     match = re.search(
         rf"^TASK \[sse_nginx : {re.escape(task)}.*?$\n(?:.*\n)*?^(\w+): \[{ACME_HOST}\]",
         proc.stdout,
-        re.MULTILINE,
+        re.M,
     )
     return match.group(1) if match else "not run"
 
@@ -131,9 +134,7 @@ def first_issue(acme_host, pebble_root) -> dict:
     assert f"{SITE} local CA" in served(acme_host, "localhost")
 
 
-def test_first_issue_serves_a_certificate_pebble_issued(
-    acme_host, first_issue, pebble_root
-):
+def test_first_issue_serves_a_certificate_pebble_issued(acme_host, first_issue, pebble_root):
     proc = first_issue["proc"]
     assert proc.returncode == 0, output(proc)[-5000:]
     # nginx went live on the placeholder, then the order ran through it
@@ -141,9 +142,7 @@ def test_first_issue_serves_a_certificate_pebble_issued(
     assert task_status(proc, "Have the CA check them") == "changed"
     served_now = first_issue["after"]["served"]
     # Pebble's certificates name the domain in subjectAltName only
-    assert f"DNS:{DOMAIN}" in served_now and "Pebble Intermediate" in served_now, (
-        served_now
-    )
+    assert f"DNS:{DOMAIN}" in served_now and "Pebble Intermediate" in served_now, served_now
     # verified with Pebble's root as a client would, through nginx, name and chain
     result = acme_host.run(
         f"curl -sf --cacert /tmp/pebble-root.pem --resolve {DOMAIN}:443:127.0.0.1 https://{DOMAIN}/"
@@ -151,9 +150,7 @@ def test_first_issue_serves_a_certificate_pebble_issued(
     assert result.rc == 0 and result.stdout.strip() == "hello", result.stderr
 
 
-def test_first_issue_keeps_the_account_key_root_only_and_unprinted(
-    acme_host, first_issue
-):
+def test_first_issue_keeps_the_account_key_root_only_and_unprinted(acme_host, first_issue):
     key = acme_host.file(ACCOUNT_KEY)
     assert key.mode == 0o600 and key.user == "root"
     lines = [line for line in key.content_string.splitlines() if "-----" not in line]
@@ -174,3 +171,160 @@ def test_http_answers_challenges_before_it_redirects(acme_host, first_issue):
         " http://127.0.0.1/a?b=1"
     )
     assert redirect.stdout == f"301 https://{DOMAIN}/a?b=1"
+
+
+# --- 2. a run with nothing to do -----------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def no_change(acme_host, first_issue) -> dict:
+    before = state(acme_host)
+    proc = apply_role(ACME, limit=ACME_HOST)
+    return {"proc": proc, "before": before, "after": state(acme_host)}
+
+
+def test_second_run_changes_nothing_and_orders_nothing(no_change, first_issue, acme_host):
+    proc = no_change["proc"]
+    assert proc.returncode == 0, output(proc)[-5000:]
+    assert "changed=0" in recap(proc), recap(proc)
+    # the order found more than sse_nginx_acme_renew_days left: no second step
+    assert task_status(proc, "Open the order") == "ok"
+    assert task_status(proc, "Have the CA check them") == "skipping"
+    assert no_change["after"]["tree"] == no_change["before"]["tree"]
+    assert no_change["after"]["processes"][:2] == no_change["before"]["processes"][:2]
+    assert fingerprint(acme_host) == first_issue["fingerprint"]
+
+
+# --- 3. orders that fail leave everything as it was ----------------------------------
+
+
+def failed_order(acme_host, extra: dict) -> dict:
+    before = state(acme_host)
+    proc = apply_role({**ACME, **extra}, limit=ACME_HOST)
+    return {"proc": proc, "before": before, "after": state(acme_host)}
+
+
+def assert_unchanged(result: dict) -> None:
+    # every file under /etc/nginx byte for byte, the same master and workers (no reload),
+    # the same certificate served
+    assert result["after"]["tree"] == result["before"]["tree"]
+    assert result["after"]["processes"][:2] == result["before"]["processes"][:2]
+    assert result["after"]["served"] == result["before"]["served"]
+
+
+DEAD_DIRECTORY = "https://127.0.0.1:14009/dir"  # nothing listens there
+
+
+@pytest.fixture(scope="session")
+def dead_directory(acme_host, no_change) -> dict:
+    # forced: the run must reach the CA, not stop at "more than 30 days left"
+    extra = {"sse_nginx_acme_directory": DEAD_DIRECTORY, "sse_nginx_acme_force": True}
+    return failed_order(acme_host, extra)
+
+
+def test_directory_that_does_not_answer_fails_naming_domain_and_error(dead_directory):
+    out = output(dead_directory["proc"])
+    assert dead_directory["proc"].returncode != 0, out[-5000:]
+    assert f"ACME: no certificate for {DOMAIN} from {DEAD_DIRECTORY}: " in out, out[-5000:]
+    assert "Connection refused" in out, out[-5000:]
+    # at once, not after the module's 20 retries 10 s apart
+    assert task_status(dead_directory["proc"], "Check the ACME directory answers") == "fatal"
+    assert_unchanged(dead_directory)
+
+
+@pytest.fixture(scope="session")
+def unpointed_domain(acme_host, dead_directory) -> dict:
+    return failed_order(acme_host, {"sse_nginx_server_name": UNPOINTED})
+
+
+def test_domain_http01_cannot_validate_fails_naming_domain_and_error(unpointed_domain):
+    out = output(unpointed_domain["proc"])
+    assert unpointed_domain["proc"].returncode != 0, out[-5000:]
+    assert f"ACME: no certificate for {UNPOINTED} from " in out, out[-5000:]
+    # the CA's own words: its HTTP-01 check of that name failed, and why
+    assert f"Failed to validate challenge for dns:{UNPOINTED}" in out, out[-5000:]
+    assert "Challenge http-01: Error urn:ietf:params:acme:error:" in out, out[-5000:]
+    assert f'could not resolve URL "http://{UNPOINTED}:80/' in out, out[-5000:]
+    assert_unchanged(unpointed_domain)
+    # the name never reached nginx
+    assert UNPOINTED not in unpointed_domain["after"]["tree"]
+
+
+# --- 4. a forced renewal under a held stream -------------------------------------------
+
+SETTLE = 3
+
+
+@pytest.fixture(scope="session")
+def forced_renewal(acme_host, unpointed_domain, first_issue) -> dict:
+    """A stream held through nginx by curl (Pebble's root trusted, the ACME name) while
+    the role renews the certificate before its time."""
+    before = state(acme_host)
+    target = (
+        f"-s --cacert /tmp/pebble-root.pem --resolve {DOMAIN}:443:127.0.0.1"
+        f" https://{DOMAIN}/notify/events"
+    )
+    start_held_stream(acme_host, "acme", target)
+    time.sleep(SETTLE)
+    started = time.monotonic()
+    proc = apply_role({**ACME, "sse_nginx_acme_force": True}, limit=ACME_HOST)
+    time.sleep(SETTLE)
+    held_for = time.monotonic() - started + SETTLE
+    alive, held = held_stream_state(acme_host, "acme")
+    after = state(acme_host)  # while the stream is held: its old worker still runs
+    stop_held_stream(acme_host, "acme")
+    return {
+        "proc": proc,
+        "before": before,
+        "after": after,
+        "held_alive": alive,
+        "held_output": held,
+        "held_for": held_for,
+        "fingerprint": fingerprint(acme_host),
+    }
+
+
+def test_forced_renewal_issues_a_new_certificate(forced_renewal, first_issue):
+    proc = forced_renewal["proc"]
+    assert proc.returncode == 0, output(proc)[-5000:]
+    assert task_status(proc, "Have the CA check them") == "changed"
+    assert forced_renewal["fingerprint"] != first_issue["fingerprint"]
+    assert forced_renewal["after"]["served"] != forced_renewal["before"]["served"]
+    assert "Pebble Intermediate" in forced_renewal["after"]["served"]
+
+
+def test_forced_renewal_reloads_and_keeps_the_held_stream(forced_renewal):
+    before_master, before_workers, _ = forced_renewal["before"]["processes"]
+    after_master, after_workers, leaving = forced_renewal["after"]["processes"]
+    assert after_master == before_master, "nginx was restarted, not reloaded"
+    assert after_workers and not after_workers & before_workers, "workers not replaced"
+    # an old worker still serves the held stream, shutting down gracefully
+    assert leaving & before_workers, (before_workers, after_workers, leaving)
+    held = forced_renewal["held_output"]
+    assert forced_renewal["held_alive"], f"held stream ended: {held!r}"
+    assert held.startswith(":ok\n\n"), held
+    # the stand-in backend sends one keepalive a second (minus some slack)
+    expected = max(5, int(forced_renewal["held_for"]) - 3)
+    assert held.count(":keepalive\n\n") >= expected, (forced_renewal["held_for"], held)
+
+
+def test_probe_verifies_the_renewed_stream_with_pebbles_root(forced_renewal, pebble_root):
+    port = published_https_port(ACME_HOST)
+    probe = subprocess.run(
+        [str(SSEPROBE), "check", "--cacert", str(pebble_root),
+         "--resolve", f"{DOMAIN}:{port}:127.0.0.1", "--hold", "4",
+         "--keepalive-interval", "1", f"https://{DOMAIN}:{port}/notify/events"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )  # fmt: skip
+    assert probe.returncode == 0, probe.stdout + probe.stderr
+
+
+# --- 5. Mozilla's intermediate profile on the ACME certificate --------------------------
+
+
+def test_acme_certificate_meets_mozilla_intermediate(forced_renewal, pebble_root):
+    port = published_https_port(ACME_HOST)
+    assert_mozilla_intermediate(f"{DOMAIN}:{port}{{127.0.0.1}}", pebble_root)
