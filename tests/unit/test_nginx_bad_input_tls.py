@@ -123,6 +123,35 @@ BAD = [
         "sse_nginx_acme_force",
         "true or false",
     ),
+    bad(
+        "streams-zero",
+        {"sse_nginx_http2_max_concurrent_streams": 0},
+        "sse_nginx_http2_max_concurrent_streams (0) must be at least 1",
+    ),
+    bad(
+        "streams-as-float",
+        {"sse_nginx_http2_max_concurrent_streams": 128.5},
+        "sse_nginx_http2_max_concurrent_streams",
+        "whole number",
+    ),
+    bad(
+        "csp-double-quote",
+        {"sse_nginx_content_security_policy": 'default-src "self"'},
+        "sse_nginx_content_security_policy",
+        "double quote",
+    ),
+    bad(
+        "csp-dollar",
+        {"sse_nginx_content_security_policy": "default-src $host"},
+        "sse_nginx_content_security_policy",
+        "a $",
+    ),
+    bad(
+        "csp-newline",
+        {"sse_nginx_content_security_policy": "default-src 'self'\nscript-src 'none'"},
+        "sse_nginx_content_security_policy",
+        "control character",
+    ),
 ]
 VALID = [
     # today's playbooks: the pair alone still means files mode
@@ -133,6 +162,11 @@ VALID = [
         entry="main",
     ),
     Case("self-signed-mode", {"sse_nginx_tls_mode": "self-signed"}, entry="main"),
+    Case(
+        "no-csp-many-streams",
+        {"sse_nginx_content_security_policy": "", "sse_nginx_http2_max_concurrent_streams": 4096},
+        entry="main",
+    ),
     Case(
         "acme-mode",
         {
