@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import testinfra
@@ -33,6 +35,7 @@ LOCATIONS = [
 ]
 PATHS = [loc["path"] for loc in LOCATIONS]
 HTTPS = "https://127.0.0.1"
+SSLYZE = Path(sys.executable).with_name("sslyze")
 
 
 def podman_host(name: str):
@@ -94,14 +97,15 @@ def nginx_processes(host) -> tuple[int, frozenset[int], frozenset[int]]:
     return master, frozenset(serving), frozenset(leaving)
 
 
-def start_held_stream(host, tag: str) -> None:
+def start_held_stream(host, tag: str, target: str = f"-sk {HTTPS}/notify/events") -> None:
     """A stream through nginx, held open by curl in a transient unit (so it outlives this
-    exec session); its output goes to /tmp/held-<tag>.out."""
+    exec session); its output goes to /tmp/held-<tag>.out. `target`: curl's TLS options
+    and URL."""
     host.run(f"systemctl stop sse-held-{tag}.service; rm -f /tmp/held-{tag}.out")
     host.check_output(
         f"systemd-run --quiet --collect --unit=sse-held-{tag} "
         f"--property=StandardOutput=file:/tmp/held-{tag}.out "
-        f"curl -skN --max-time 600 {HTTPS}/notify/events"
+        f"curl -N --max-time 600 {target}"
     )
 
 
@@ -114,9 +118,12 @@ def stop_held_stream(host, tag: str) -> None:
     host.run(f"systemctl stop sse-held-{tag}.service")
 
 
-def apply_role(extra_vars: dict | None = None) -> subprocess.CompletedProcess[str]:
-    """converge.yml again from the controller, on every host of the scenario at once,
-    with extra vars on top (molecule's environment supplies ANSIBLE_CONFIG)."""
+def apply_role(
+    extra_vars: dict | None = None, limit: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """converge.yml again from the controller, on every host of the scenario at once (or
+    the hosts of `limit`), with extra vars on top (molecule's environment supplies
+    ANSIBLE_CONFIG)."""
     env = dict(os.environ)
     env.setdefault(
         "ANSIBLE_CONFIG", str(Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "ansible.cfg")
@@ -126,4 +133,25 @@ def apply_role(extra_vars: dict | None = None) -> subprocess.CompletedProcess[st
     cmd = ["ansible-playbook", "-i", inventory_dir(), str(CONVERGE)]
     if extra_vars:
         cmd += ["-e", json.dumps(extra_vars)]
+    if limit:
+        cmd += ["--limit", limit]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900, check=False)
+
+
+def assert_mozilla_intermediate(target: str, ca: Path) -> None:
+    """sslyze judges `target` (host:port{ip}) against Mozilla's intermediate configuration,
+    with the CA file `ca` trusted: protocols, suites, curves, the certificate and its chain."""
+    if not SSLYZE.exists() and shutil.which("sslyze") is None:
+        raise AssertionError(f"sslyze not found next to {sys.executable}: run 'make venv'")
+    scan = subprocess.run(
+        [str(SSLYZE), "--quiet", "--certinfo", "--certinfo_ca_file", str(ca),
+         "--mozilla_config", "intermediate", target],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )  # fmt: skip
+    report = scan.stdout + scan.stderr
+    # exit status 1 and "FAILED - Not compliant" with the reasons when any check fails
+    assert scan.returncode == 0, report[-3000:]
+    assert "OK - Compliant." in report, report[-3000:]

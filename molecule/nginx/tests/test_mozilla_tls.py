@@ -3,26 +3,20 @@
 user would trust it: protocols, cipher suites, curves, the certificate's type, key,
 signature, lifespan (at most 366 days) and its chain to the trusted CA.
 
+tests/test_nginx_tls_acme.py runs the same check on a certificate issued by Pebble (ACME).
 The port is the one podman publishes for the container's 443, on 127.0.0.1 only. The file
 sorts before test_nginx_changes.py, whose changes (a given TLS pair) last to its end.
 """
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import sys
-from pathlib import Path
 
-from nginx_helpers import SITE
+from nginx_helpers import SITE, assert_mozilla_intermediate
 from sse_testinfra import published_https_port
-
-SSLYZE = Path(sys.executable).with_name("sslyze")
 
 
 def test_tls_meets_mozilla_intermediate_with_the_local_ca_trusted(host, tmp_path):
-    if not SSLYZE.exists() and shutil.which("sslyze") is None:
-        raise AssertionError(f"sslyze not found next to {sys.executable}: run 'make venv'")
     container = host.backend.get_hostname()
     ca = tmp_path / "ca.crt"
     copied = subprocess.run(
@@ -32,16 +26,4 @@ def test_tls_meets_mozilla_intermediate_with_the_local_ca_trusted(host, tmp_path
         check=False,
     )
     assert copied.returncode == 0, copied.stderr
-    target = f"localhost:{published_https_port(container)}{{127.0.0.1}}"
-    scan = subprocess.run(
-        [str(SSLYZE), "--quiet", "--certinfo", "--certinfo_ca_file", str(ca),
-         "--mozilla_config", "intermediate", target],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )  # fmt: skip
-    report = scan.stdout + scan.stderr
-    # exit status 1 and "FAILED - Not compliant" with the reasons when any check fails
-    assert scan.returncode == 0, report[-3000:]
-    assert "OK - Compliant." in report, report[-3000:]
+    assert_mozilla_intermediate(f"localhost:{published_https_port(container)}{{127.0.0.1}}", ca)

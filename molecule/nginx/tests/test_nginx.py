@@ -261,3 +261,50 @@ def test_no_version_in_server_header(host, url):
     headers = curl(host, f"-skI {url}").stdout.lower()
     server = re.search(r"^server: (.*?)\r?$", headers, re.M)
     assert server and server.group(1) == "nginx", headers
+
+
+# --- the TLS block: suites, stapling, HTTP/2 streams, the page's headers ---------------
+
+
+def test_no_dhe_suite_without_a_dhparam(host):
+    config = effective_config(host)
+    assert "ssl_dhparam" not in config
+    ciphers = re.search(r"^\s*ssl_ciphers\s+(\S+);", config, re.M)
+    assert ciphers, config
+    assert "DHE-" not in ciphers.group(1).replace("ECDHE-", ""), ciphers.group(1)
+
+
+def test_no_stapling_for_a_certificate_without_responder(host):
+    # the local CA's leaf names no OCSP responder (test_nginx_changes.py: a given one does)
+    assert "ssl_stapling" not in effective_config(host)
+
+
+# The server's first HTTP/2 frame is its SETTINGS: print SETTINGS_MAX_CONCURRENT_STREAMS
+# (id 3) from it (curl 7.88 of Debian 12 does not show it)
+H2_SETTINGS = """
+import socket, ssl, struct
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+ctx.set_alpn_protocols(["h2"])
+with ctx.wrap_socket(socket.create_connection(("127.0.0.1", 443)), server_hostname="x") as s:
+    s.sendall(b"PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))
+    head = b""
+    while len(head) < 9: head += s.recv(9 - len(head))
+    size, kind = int.from_bytes(head[:3], "big"), head[3]
+    body = b""
+    while len(body) < size: body += s.recv(size - len(body))
+    assert kind == 4, kind
+    print(dict(struct.unpack(">HI", body[i:i + 6]) for i in range(0, size, 6)).get(3))
+"""
+
+
+def test_http2_stream_cap_is_announced(host):
+    result = host.run(f"python3 -c '{H2_SETTINGS}'")
+    assert result.rc == 0, result.stderr
+    assert result.stdout.strip() == str(INPUT["sse_nginx_http2_max_concurrent_streams"])
+
+
+def test_page_security_headers(host):
+    headers = curl(host, f"-sk -D - -o /dev/null {HTTPS}/notify/").stdout.lower()
+    assert "x-content-type-options: nosniff" in headers, headers
+    policy = INPUT["sse_nginx_content_security_policy"].lower()
+    assert f"content-security-policy: {policy}\r\n" in headers, headers

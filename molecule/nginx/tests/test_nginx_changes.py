@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import re
 import time
 import uuid
 from pathlib import Path
@@ -21,7 +22,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 from nginx_helpers import (
     HTTPS,
     INPUT,
@@ -39,6 +40,7 @@ from nginx_helpers import (
 )
 
 BAD_DIRECTIVE = "this_is_not_a_directive on;"
+OCSP_URI = x509.UniformResourceIdentifier("http://ocsp.sse.test/")
 STAGING = INPUT["sse_nginx_staging_dir"]
 SETTLE = 3  # seconds the held streams run before and after each change
 
@@ -100,6 +102,13 @@ def write_tls_pair(folder: Path, organization: str) -> tuple[Path, Path]:
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(x509.SubjectAlternativeName(san), critical=False)
+        # an OCSP responder (never asked here): the role turns stapling on for it
+        .add_extension(
+            x509.AuthorityInformationAccess(
+                [x509.AccessDescription(AuthorityInformationAccessOID.OCSP, OCSP_URI)]
+            ),
+            critical=False,
+        )
         .sign(key, hashes.SHA256())
     )
     cert_path, key_path = folder / "given.crt", folder / "given.key"
@@ -232,6 +241,10 @@ def test_valid_change_installs_the_given_tls_pair(host, valid_change):
     assert f"sse-scenario-{valid_change['run_id']}" in valid_change["subjects"][name]
     key = host.file(f"/etc/nginx/tls/{SITE}-provided.key")
     assert key.mode == 0o600 and key.user == "root"
+    # it names an OCSP responder: stapled, through the host's resolvers
+    site = valid_change["after"][name]["live_site"]
+    assert "ssl_stapling on;" in site and "ssl_stapling_verify on;" in site, site
+    assert re.search(r"^\s*resolver [0-9a-fA-F.:\[\] ]+ valid=300s;$", site, re.M), site
     # the key travels by file, its content is never printed
     output = valid_change["proc"].stdout + valid_change["proc"].stderr
     assert not [line for line in valid_change["key_lines"] if line in output]
