@@ -1,6 +1,8 @@
 """Releases on the single host (proxy and backend on one host: the demo's topology), where
 no proxy can drain the backend, so playbooks/backend.yml releases it in place.
 
+- A release whose virtualenv is incomplete (gunicorn deleted from it, as a pip install
+  that failed halfway leaves it) is rebuilt by the next run, restarted and served again.
 - A broken release (a new version whose environment turns keepalives off) deployed with
   site.yml fails the check through nginx in backend.yml: the run goes back to the release
   that ran before on its own and fails naming the check; that release is `current`, runs
@@ -59,6 +61,28 @@ def backend_state(host) -> Backend:
         version=version.stdout.strip() if version.rc == 0 else f"(none: {version.stderr.strip()})",
         current=run_on_target(host, f'basename "$(readlink {BACKEND_CURRENT})"').strip(),
         releases=tuple(sorted(run_on_target(host, f"ls {BACKEND_ROOT}/releases").split())),
+    )
+
+
+def test_incomplete_release_is_rebuilt(host, playbook) -> None:
+    """gunicorn deleted from the running release's virtualenv: the next run of the same
+    version finds the release incomplete, rebuilds it and restarts onto it."""
+    before = backend_state(host)
+    assert (before.active, before.version, before.current) == ("active", RELEASE, RELEASE), before
+    gunicorn = f"{BACKEND_ROOT}/releases/{RELEASE}/venv/lib/python3*/site-packages/gunicorn"
+    run_on_target(host, f"rm -r {gunicorn}; ! ls -d {gunicorn}")
+    # the running process has its code in memory: it still serves, the files are broken
+    assert backend_state(host) == before
+
+    playbook("playbooks/backend.yml")  # fails if the release is not complete or not verified
+
+    after = backend_state(host)
+    assert (after.active, after.version, after.current) == ("active", RELEASE, RELEASE), after
+    assert after.pid != before.pid, "the rebuilt release was not restarted onto"
+    run_on_target(
+        host,
+        f"ls -d {gunicorn}/__init__.py; test -f {BACKEND_ROOT}/releases/{RELEASE}/.installed; "
+        f"runuser -u {BACKEND_USER} -- {BACKEND_CURRENT}/venv/bin/python -c 'import gunicorn'",
     )
 
 
