@@ -45,7 +45,8 @@ SERIAL = "50%"
 def batches(output: str) -> list[list[str]]:
     """The batches a site.yml run released, in order: the backends each one named
     (sse_release's plan shows each batch as "Batch of N: a, b; ...")."""
-    found = re.findall(r'"msg": "Batch of (\d+): ([^;"]*);', output)
+    # whatever the callback's result format: the message's words, wherever lines wrap
+    found = re.findall(r"Batch of (\d+): ([^;]*);", " ".join(output.split()))
     listed = [names.split(", ") for _, names in found]
     assert all(len(names) == int(count) for (count, _), names in zip(found, listed)), found
     return listed
