@@ -20,7 +20,8 @@ PASSWORD = "Br0ker-pass.word_0123456789"
 BROKER_PREFLIGHT = ("roles/sse_broker/tasks/preflight.yml",)
 BROKER_FIRST = {"main": "Read the distribution release"}
 BACKEND_PREFLIGHT = ("roles/sse_backend/tasks/preflight.yml",)
-BACKEND_FIRST = {"main": "Look up the service user"}
+# the first task that reaches a host: the build reads the target's Python (tasks/build.yml)
+BACKEND_FIRST = {"main": "Read the target's Python, machine and C library"}
 
 
 def broker(

@@ -87,17 +87,17 @@ def test_one_of_two_backends_drained_and_probed():
         "hosts": ["b1"],
         "drain": [drained(P)],
         "probe": [probed(P)],
-        "gated": True,
+        "drained": True,
     }
 
 
 def test_whole_upstream_in_the_batch_probed_not_drained():
-    # nginx would have no backend left: the batch goes in place (not gated)
+    # nginx would have no backend left: the batch goes in place (not drained)
     assert plan([B1, B2], [P]) == {
         "hosts": ["b1", "b2"],
         "drain": [],
         "probe": [probed(P)],
-        "gated": False,
+        "drained": False,
     }
 
 
@@ -107,7 +107,7 @@ def test_proxy_without_nginx_yet_untouched():
         "hosts": ["b1"],
         "drain": [],
         "probe": [],
-        "gated": False,
+        "drained": False,
     }
 
 
@@ -117,7 +117,7 @@ def test_only_the_proxies_in_front_of_the_batch():
     result = plan([B1], [P, other, both])
     assert [d["proxy"] for d in result["drain"]] == ["p", "r"]
     assert [p["proxy"] for p in result["probe"]] == ["p", "r"]
-    assert result["gated"] is True
+    assert result["drained"] is True
 
 
 def test_alone_behind_one_proxy_drained_behind_another():

@@ -37,6 +37,21 @@ BACKEND_ROOT = "/var/lib/sse/sse-backend"
 ENV_FILE = "/var/lib/sse/.config/sse-backend/env"
 
 
+# the batch size of every release run (an unusual but valid form: a percentage); converge
+# sets the same in converge.yml
+SERIAL = "50%"
+
+
+def batches(output: str) -> list[list[str]]:
+    """The batches a site.yml run released, in order: the backends each one named
+    (sse_release's plan shows each batch as "Batch of N: a, b; ...")."""
+    # whatever the callback's result format: the message's words, wherever lines wrap
+    found = re.findall(r"Batch of (\d+): ([^;]*);", " ".join(output.split()))
+    listed = [names.split(", ") for _, names in found]
+    assert all(len(names) == int(count) for (count, _), names in zip(found, listed)), found
+    return listed
+
+
 def podman_exec(container: str, *cmd: str, check: bool = True) -> str:
     proc = subprocess.run(
         ["podman", "exec", container, *cmd], capture_output=True, text=True, check=False

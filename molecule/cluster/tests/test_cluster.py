@@ -1,5 +1,9 @@
 """A rolling release over two backends, watched from inside the proxy.
 
+The inputs are unusual but valid: each backend binds the IPv6 wildcard `[::]:8000` (the
+proxy reaches it over IPv4 by name, the direct check at [::1]), and the batches are
+`sse_release_serial=50%` (two batches of one backend).
+
 Six streams are held through nginx (files/hold_streams.py in the proxy container, each
 reconnecting like an EventSource: after the server's retry: delay, with Last-Event-ID)
 while an event is published through nginx every 0.5 s (conftest.PUBLISH_INTERVAL), and
@@ -38,9 +42,13 @@ from conftest import (
     BACKENDS,
     PROXY,
     PUBLISH_INTERVAL,
+    SERIAL,
+    UNIT,
     UPSTREAM_CONF,
+    USER,
     Held,
     Holder,
+    batches,
     open_stream,
     podman_exec,
 )
@@ -109,13 +117,40 @@ def assert_no_event_lost(held: Held) -> None:
         print(f"    stream {number}: {len(due)} due, {received} received, {len(connections)} conns")
 
 
+def listeners(name: str, family: str) -> list[str]:
+    """Local addresses of the sockets listening on port 8000 in one address family."""
+    # columns: State Recv-Q Send-Q Local Peer
+    return podman_exec(name, "ss", "-Hltn", "-f", family, "sport = :8000").split()[3::5]
+
+
+def test_backends_listen_on_ipv6() -> None:
+    """sse_backend_bind "[::]:8000": the socket unit listens on the IPv6 wildcard only (one
+    socket, which takes the proxy's IPv4 connections too: bindv6only is 0)."""
+    for name in BACKENDS:
+        uid = podman_exec(name, "id", "-u", USER).strip()
+        listen = podman_exec(
+            name,
+            "runuser", "-u", USER, "--", "env", f"XDG_RUNTIME_DIR=/run/user/{uid}",
+            "systemctl", "--user", "show", "-p", "Listen", UNIT.replace(".service", ".socket"),
+        )  # fmt: skip
+        assert listen.strip() == "Listen=[::]:8000 (Stream)", (name, listen)
+        ipv6, ipv4 = listeners(name, "inet6"), listeners(name, "inet")
+        assert ipv6 in (["[::]:8000"], ["*:8000"]), f"{name}: IPv6 listeners {ipv6}"
+        assert ipv4 == [], f"{name} listens on IPv4 too: {ipv4}"
+        assert podman_exec(name, "cat", "/proc/sys/net/ipv6/bindv6only").strip() == "0"
+
+
 def test_rolling_release_keeps_streams(playbook, backends) -> None:
     before = backends()
     assert {b.version for b in before.values()} == {"1.0.0"}, before
 
     with Holder("release") as holder:
-        playbook("site.yml", "-e", "sse_backend_version=2.0.0")
+        proc = playbook(
+            "site.yml", "-e", "sse_backend_version=2.0.0", "-e", f"sse_release_serial={SERIAL}"
+        )
         held = holder.finish()
+    # 50% of two backends: two batches of one, in inventory order
+    assert batches(proc.stdout) == [[FIRST], [SECOND]], proc.stdout[-3000:]
     after = backends()
     print(held.summary())
 
@@ -164,7 +199,10 @@ def test_broken_release_is_rolled_back(playbook, backends) -> None:
     broken = json.dumps({"sse_backend_env": {"SSE_KEEPALIVE_INTERVAL": "3600"}})
 
     with Holder("broken", publish_interval=0) as holder:
-        proc = playbook("site.yml", "-e", "sse_backend_version=3.0.0", "-e", broken, check=False)
+        proc = playbook(
+            "site.yml", "-e", "sse_backend_version=3.0.0", "-e", broken,
+            "-e", f"sse_release_serial={SERIAL}", check=False,
+        )  # fmt: skip
         held = holder.finish()
     after = backends()
     print(held.summary())
@@ -174,6 +212,9 @@ def test_broken_release_is_rolled_back(playbook, backends) -> None:
     assert proc.returncode != 0, "site.yml passed with a release that sends no keepalives"
     assert f"Release 3.0.0 failed on {FIRST}" in output, output[-3000:]
     assert f"SSE verification failed on {FIRST}: keepalive:" in output, output[-3000:]
+    # the direct check reached the IPv6 wildcard bind at the IPv6 loopback
+    assert "the direct check at http://[::1]:8000/notify/events failed" in output, output[-3000:]
+    assert batches(proc.stdout) == [[FIRST]], "a batch after the failed one started"
     assert "went back to release 2.0.0, which passed the direct check" in output, output[-3000:]
     # the second batch never started: same process, nothing of 3.0.0 on it
     assert after[SECOND] == before[SECOND], (before[SECOND], after[SECOND])

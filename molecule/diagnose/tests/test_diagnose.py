@@ -226,12 +226,14 @@ def test_read_timeout_shorter_than_keepalive(host, diagnose, saved) -> None:
     assert "keepalive interval (2 s)" in result.report["cause"]["message"]
 
 
-def test_backend_without_keepalives(host, diagnose, playbook, saved) -> None:
-    """The previous implementation: the stream opens with :ok, then stays silent. Deployed
-    with backend.yml; put back by hand (the environment file as it was, and a restart)."""
+def test_backend_without_keepalives(host, diagnose, saved) -> None:
+    """The previous implementation: the stream opens with :ok, then stays silent. Written
+    into the environment file by hand (the line sse_backend_env would add: the last one
+    wins) and restarted: backend.yml would verify it and go back on its own. Put back by
+    hand (the environment file as it was, and a restart)."""
     saved(ENV_FILE, restart_backend)
-    no_keepalives = json.dumps({"sse_backend_env": {"SSE_KEEPALIVE_INTERVAL": "3600"}})
-    playbook("backend.yml", "-e", no_keepalives)
+    run_on_target(host, f"printf '%s\\n' 'SSE_KEEPALIVE_INTERVAL=\"3600\"' >> {ENV_FILE}")
+    restart_backend(host)
     result = diagnose("keepalive interval 3600 s")
     assert result.cause == "backend.no_keepalive", result.summary()
     assert result.report["probes"]["backend"]["keepalives"] == 0

@@ -11,122 +11,23 @@ from, and leaves behind, a healthy deployment (its restore runs even when it fai
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import shutil
-import subprocess
-import time
-from collections.abc import Callable, Collection
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-import pytest
+from conftest import (
+    BACKEND_CURRENT,
+    BACKEND_ROLE_ONLY,
+    BACKEND_SERVICE,
+    BACKEND_USER,
+    FILES,
+    SITE_CONF,
+    assert_fails,
+    assert_passes,
+    run_on_target,
+)
 
-PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY") or Path(__file__).resolve().parents[3])
-INVENTORY = os.environ.get("MOLECULE_INVENTORY_FILE", "")
-HOST = "faults-debian12"  # the report is <report dir>/<inventory_hostname>.json
-NO_OK_APP = Path(__file__).resolve().parents[1] / "files" / "no_ok_app"
-PLAYBOOK_TIMEOUT = 900
-
-# On the target (sse_nginx and sse_backend defaults)
-SITE_CONF = "/etc/nginx/conf.d/sse.conf"
+NO_OK_APP = FILES / "no_ok_app"
 SSE_LOCATION = r"/location \/notify\/events {/,/}/"  # sed address: the SSE location block
-BACKEND_USER = "sse"
-BACKEND_CURRENT = "/var/lib/sse/sse-backend/current"
-BACKEND_SERVICE = "sse-backend.service"
-
-
-@dataclass
-class Verification:
-    rc: int
-    report: dict[str, Any]
-    output: str
-
-    @property
-    def checks(self) -> set[str]:
-        return {f["check"] for f in self.report["failures"]}
-
-    def summary(self) -> str:
-        failures = self.report["failures"]
-        return f"exit {self.rc}, ok {self.report['ok']}" + "".join(
-            f"\n    {f['check']}: {f['message']}" for f in failures
-        )
-
-
-def _tail(output: str, lines: int = 60) -> str:
-    return "\n".join(output.splitlines()[-lines:])
-
-
-@pytest.fixture(scope="module")
-def playbook() -> Callable[..., subprocess.CompletedProcess[str]]:
-    """Run playbooks/<name> against the molecule inventory; fail on a non-zero exit."""
-    assert INVENTORY, "MOLECULE_INVENTORY_FILE is not set (run through molecule verify)"
-
-    def run(name: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        cmd = ["ansible-playbook", "-i", INVENTORY, f"playbooks/{name}", *args]
-        started = time.monotonic()
-        proc = subprocess.run(
-            cmd,
-            cwd=PROJECT,  # so ansible.cfg and its roles_path apply
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            timeout=PLAYBOOK_TIMEOUT,
-            check=False,
-        )
-        print(
-            f"  {shlex.join(cmd[3:])}: exit {proc.returncode} ({time.monotonic() - started:.0f} s)"
-        )
-        if check:
-            assert proc.returncode == 0, f"{shlex.join(cmd)} failed:\n{_tail(proc.stdout)}"
-        return proc
-
-    return run
-
-
-@pytest.fixture
-def verify(
-    playbook: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
-) -> Callable[..., Verification]:
-    """Run playbooks/verify.yml with a JSON report and return its exit code and report."""
-    runs = iter(range(1, 100))
-
-    def run(label: str, *args: str) -> Verification:
-        report_dir = tmp_path / f"verify-{next(runs)}"
-        report_dir.mkdir()
-        proc = playbook(
-            "verify.yml", "-e", f"sse_verify_report_dir={report_dir}", *args, check=False
-        )
-        report_file = report_dir / f"{HOST}.json"
-        assert report_file.is_file(), f"verify.yml wrote no {report_file}:\n{_tail(proc.stdout)}"
-        result = Verification(proc.returncode, json.loads(report_file.read_text()), proc.stdout)
-        print(f"  [{label}] {result.summary()}")
-        return result
-
-    return run
-
-
-def assert_fails(result: Verification, expected: str, also: Collection[str] = ()) -> None:
-    """verify.yml failed, naming `expected` (and no checks other than it and `also`)."""
-    assert result.rc != 0, f"verify.yml passed despite the fault:\n{_tail(result.output)}"
-    assert result.report["ok"] is False
-    assert expected in result.checks, f"expected check {expected!r}: {result.summary()}"
-    unexpected = result.checks - {expected} - set(also)
-    assert not unexpected, f"unexpected checks {sorted(unexpected)}: {result.summary()}"
-
-
-def assert_passes(result: Verification) -> None:
-    assert result.rc == 0 and result.report["ok"] is True, (
-        f"verify.yml still fails without the fault: {result.summary()}\n{_tail(result.output)}"
-    )
-    assert result.report["failures"] == []
-
-
-def run_on_target(host, script: str) -> str:
-    result = host.run("sh -euc " + shlex.quote(script))
-    assert result.rc == 0, f"{script}\nexit {result.rc}: {result.stdout}{result.stderr}"
-    return result.stdout
 
 
 def edit_sse_location(host, sed_command: str, expect: str) -> None:
@@ -159,7 +60,7 @@ def test_proxy_buffering_left_on(host, verify, playbook) -> None:
         # and nginx logged the incident's 499 for the stream that got nothing
         assert "access_log" in result.checks, result.summary()
     finally:
-        playbook("proxy.yml")  # the role rewrites the hand-edited site and reloads
+        playbook("playbooks/proxy.yml")  # the role rewrites the hand-edited site and reloads
     assert_passes(verify("after proxy.yml"))
 
 
@@ -173,19 +74,24 @@ def test_read_timeout_shorter_than_keepalive(host, verify, playbook) -> None:
         )
         assert_fails(verify("proxy_read_timeout 1s"), "stream_closed", {"access_log", "keepalive"})
     finally:
-        playbook("proxy.yml")
+        playbook("playbooks/proxy.yml")
     assert_passes(verify("after proxy.yml"))
+
+
+# The two backend faults below are deployed with the backend role alone (no verification
+# gate, as a script that only installs and restarts): playbooks/backend.yml would verify
+# the release and go back on its own (test_releases.py). The backend.yml that removes each
+# fault verifies the stream through nginx itself before it passes.
 
 
 def test_backend_without_keepalives(host, verify, playbook) -> None:
     """The previous implementation: the stream opens with :ok, then stays silent."""
     no_keepalives = json.dumps({"sse_backend_env": {"SSE_KEEPALIVE_INTERVAL": "3600"}})
     try:
-        playbook("backend.yml", "-e", no_keepalives)
+        playbook(BACKEND_ROLE_ONLY, "-e", no_keepalives)
         assert_fails(verify("keepalive interval 3600 s"), "keepalive")
     finally:
-        playbook("backend.yml")
-    assert_passes(verify("after backend.yml"))
+        playbook("playbooks/backend.yml")  # the environment rewritten, restart, verified
 
 
 def test_backend_without_ok(host, verify, playbook, tmp_path) -> None:
@@ -196,12 +102,11 @@ def test_backend_without_ok(host, verify, playbook, tmp_path) -> None:
     release = ["-e", "sse_backend_version=fault-no-ok"]
     try:
         app = ["-e", f"sse_backend_source={source}", "-e", "sse_backend_app=no_ok_app:app"]
-        playbook("backend.yml", *app, *release)
+        playbook(BACKEND_ROLE_ONLY, *app, *release)
         # verify expects the release just deployed, so only the stream's first line fails
         assert_fails(verify("release without :ok", *release), "first_comment")
     finally:
-        playbook("backend.yml")  # the default release: current switches back, restart
-    assert_passes(verify("after backend.yml"))
+        playbook("playbooks/backend.yml")  # the default release: switched back, restart, verified
 
 
 def test_code_changed_without_restart(host, verify) -> None:

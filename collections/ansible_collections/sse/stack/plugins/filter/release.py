@@ -11,7 +11,7 @@ Both read the views that sse_release's preflight notes on each host:
   `live` (nginx is set up there).
 
     "{{ backends | sse.stack.sse_release_unfronted(proxies) }}"  -> ["b1 (10.0.0.1:8000)"]
-    "{{ batch | sse.stack.sse_release_plan(proxies) }}"          -> {hosts, drain, probe, gated}
+    "{{ batch | sse.stack.sse_release_plan(proxies) }}"          -> {hosts, drain, probe, drained}
 
 Input that is not shaped like that raises AnsibleFilterError naming the variable it comes
 from.
@@ -97,8 +97,8 @@ def sse_release_plan(batch: object, proxies: object) -> dict[str, Any]:
     """The batch's plan: `hosts` (its names), `probe` (each live proxy that fronts one of
     them: its stream check settings plus `proxy`), `drain` (those of them that keep another
     backend up while the batch is down: `proxy`, `site_name`, `upstreams`, `staging_dir`)
-    and `gated` (some proxy drains it: the batch is released behind a drain, gated on its
-    checks; otherwise in place)."""
+    and `drained` (some proxy drains it: the batch is released behind a drain; otherwise in
+    place, while nginx keeps sending it streams; either way gated on its checks)."""
     batch_views = _views(batch, "sse_release_plan: batch", _BACKEND)
     proxy_views = _views(proxies, "sse_release_plan: proxies", _LIVE_PROXY)
     drain: list[dict[str, Any]] = []
@@ -124,7 +124,7 @@ def sse_release_plan(batch: object, proxies: object) -> dict[str, Any]:
         "hosts": [b["name"] for b in batch_views],
         "drain": drain,
         "probe": probe,
-        "gated": len(drain) > 0,
+        "drained": len(drain) > 0,
     }
 
 
