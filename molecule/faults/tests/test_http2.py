@@ -28,8 +28,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from conftest import run_on_target
 from sse_testinfra import published_https_port
-from test_faults import edit_sse_location, playbook, run_on_target  # noqa: F401 (fixture)
+from test_faults import edit_sse_location
 
 PACKAGE = "ansible_collections.sse.stack.plugins.module_utils"
 # as .config/molecule/config.yml's group_vars: the CA the sse_nginx role issues, the log
@@ -86,7 +87,7 @@ def test_http2_probe_passes_on_the_healthy_deployment(host, tmp_path: Path) -> N
     assert_http2_passes(host, tmp_path)
 
 
-def test_http2_probe_fails_on_short_read_timeout(host, playbook, tmp_path: Path) -> None:  # noqa: F811
+def test_http2_probe_fails_on_short_read_timeout(host, playbook, tmp_path: Path) -> None:
     """nginx gives up on the idle upstream between two keepalives and resets the stream."""
     try:
         edit_sse_location(
@@ -101,11 +102,11 @@ def test_http2_probe_fails_on_short_read_timeout(host, playbook, tmp_path: Path)
         message = next(f["message"] for f in result["failures"] if f["check"] == "stream_closed")
         assert "RST_STREAM" in message, message
     finally:
-        playbook("proxy.yml")  # the role rewrites the hand-edited site and reloads
+        playbook("playbooks/proxy.yml")  # the role rewrites the hand-edited site and reloads
     assert_http2_passes(host, tmp_path)
 
 
-def test_proxy_buffering_holds_back_http11_only(host, playbook, tmp_path: Path) -> None:  # noqa: F811
+def test_proxy_buffering_holds_back_http11_only(host, playbook, tmp_path: Path) -> None:
     """The incident's buffering, seen by both protocols at once: the HTTP/1.1 probe gets
     nothing (first_byte), the HTTP/2 probe the whole stream."""
     try:
@@ -124,5 +125,5 @@ def test_proxy_buffering_holds_back_http11_only(host, playbook, tmp_path: Path) 
         )
         assert result["first_line"] == ":ok" and result["keepalives"] >= 1
     finally:
-        playbook("proxy.yml")  # the role rewrites the hand-edited site and reloads
+        playbook("playbooks/proxy.yml")  # the role rewrites the hand-edited site and reloads
     assert_http2_passes(host, tmp_path)
