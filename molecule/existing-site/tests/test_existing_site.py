@@ -1,19 +1,30 @@
-"""sse_nginx in mode locations on a server that already runs its own sites (issue 16).
+"""site.yml on a server that already runs its own sites and its own app (issue 16).
 
 prepare.yml recorded, before the role ran, how every site answers (status, Location,
-sha256 of the body: /usr/local/bin/site-answers) and the sha256 of every file under
-/etc/nginx. After converge (site.yml, which also verified the stream through nginx with
-sse_verify) the tests prove, in file order:
+sha256 of the body: /usr/local/bin/site-answers), the sha256 of every file under
+/etc/nginx and the operator's hand-written user unit ticker.service (examples/apps/
+asgi-ticker under uvicorn on 127.0.0.1:9000, user shop) with its process. converge ran
+site.yml: sse_backend took that unit over (adopt) and deployed the same app, sse_nginx in
+mode locations added the SSE location /updates/stream, sse_verify verified the stream
+through nginx. The tests prove, in file order:
 
-- every other path and virtual host answers byte for byte as before, the SSE stream
-  answers through nginx, and the role changed only its own files plus one include line;
+- every other path and virtual host answers byte for byte as before (the app's own /api/
+  too, now served by the role's release), the SSE stream answers through nginx with :ok
+  at once and keepalive comments at the role's interval, and the role changed only its
+  own files plus one include line;
+- the hand-written unit was taken over: its file kept as ticker.service.before-sse_backend,
+  its process gone, exactly one app (the role's unit) holding port 9000;
 - a broken change (an invalid directive reaching the snippet) is refused: every file under
   /etc/nginx is byte-identical afterwards, nginx was not reloaded, all sites still answer;
 - a location of the operator's that would serve the SSE path first is refused before any
   file changes, quoting its file and line;
 - playbooks/diagnose.yml calls the deployment healthy;
 - sse_nginx_locations_state absent gives the site file back exactly as it was, and
-  present puts the include line back (the scenario ends converged).
+  present puts the include line back (the scenario ends converged);
+- a WSGI app with the gthread worker streams too: examples/apps/wsgi-stream deployed by
+  playbooks/backend.yml under a second name, user and port, verified by
+  playbooks/verify.yml (its release, and the stream through the operator's /events
+  location: :ok, keepalives).
 """
 
 from __future__ import annotations
@@ -23,7 +34,7 @@ import re
 import shlex
 from pathlib import Path
 
-from sse_testinfra import run_playbook
+from sse_testinfra import PROJECT, run_playbook
 
 HOST = "existing-site-debian12"
 RECORD = "/var/lib/existing-site"
@@ -37,6 +48,9 @@ OWN_FILES = {
 }
 INCLUDE = f"include {SNIPPET}; # sse_nginx app: SSE locations"
 BACKUP = "/root/existing-site-test-backup"
+STREAM = "https://app.example/updates/stream"
+UNIT_DIR = "/home/shop/.config/systemd/user"
+CURL = "curl -sS --cacert /etc/ssl/certs/app.example.crt --resolve app.example:443:127.0.0.1"
 
 
 def run_on_target(host, script: str) -> str:
@@ -84,16 +98,61 @@ def proxy(*extra: str, check: bool = True):
 def test_every_other_site_answers_as_before(host) -> None:
     before = run_on_target(host, f"cat {RECORD}/answers.before")
     assert "https://app.example/admin 200" in before and "http://other.example/ 200" in before
+    assert "https://app.example/api/ 200" in before, "the operator's app did not answer"
     assert answers(host) == before
 
 
 def test_the_stream_answers_through_the_sites_own_tls(host) -> None:
-    out = run_on_target(
+    # keepalive interval 2 s, an update every 5 s (molecule.yml): in 4.8 s the stream
+    # sends :ok at once and keepalive comments only
+    out = run_on_target(host, f"{CURL} -N --max-time 4.8 {STREAM} || true")
+    lines = [line for line in out.splitlines() if line]
+    assert lines[:1] == [":ok"], out
+    assert lines[1:] and set(lines[1:]) == {":keepalive"}, out
+
+
+def test_the_hand_written_unit_was_taken_over(host) -> None:
+    kept = f"{UNIT_DIR}/ticker.service.before-sse_backend"
+    assert run_on_target(host, f"sha256sum < {kept}") == run_on_target(
+        host, f"sha256sum < {RECORD}/ticker.service.orig"
+    ), "the hand-written unit was not kept as it was"
+    old_pid = run_on_target(host, f"cat {RECORD}/ticker.mainpid").strip()
+    assert old_pid != "0"
+    assert host.run(f"grep -qa uvicorn /proc/{old_pid}/cmdline").rc != 0, "the old app runs"
+    shop = "systemctl --user -M shop@ show -P"
+    assert "/ticker/current/venv/bin/gunicorn" in run_on_target(host, f"{shop} ExecStart ticker")
+    # every app process of shop and every listener on port 9000 runs in the role's unit
+    # (the listening socket also in the user manager: the socket unit); no uvicorn of the
+    # hand-written venv
+    uid = run_on_target(host, "id -u shop").strip()
+    apps = run_on_target(host, "pgrep -u shop -f 'gunicorn|uvicorn' || true").split()
+    # as shop: root in the container is not shown the user's processes
+    listeners = run_on_target(host, "runuser -u shop -- ss -Hltnp 'sport = :9000'")
+    pids = set(re.findall(r"pid=(\d+)", listeners))
+    assert apps and pids, (apps, listeners)
+    for pid in set(apps) | pids:
+        # systemd's hierarchy: the name=systemd one of a v1/hybrid host, else cgroup v2
+        cgroup = run_on_target(
+            host,
+            f"{{ sed -n 's/^[0-9]*:name=systemd://p' /proc/{pid}/cgroup; "
+            f"sed -n 's/^0:://p' /proc/{pid}/cgroup; }} | head -1",
+        ).strip()
+        assert cgroup.endswith(("/ticker.service", f"/user@{uid}.service/init.scope")), (
+            pid,
+            cgroup,
+            listeners,
+        )
+        if pid in apps:
+            assert cgroup.endswith("/ticker.service"), (pid, cgroup)
+    assert host.run("pgrep -u shop -f /home/shop/venv/").rc == 1, "a second copy runs"
+    # the operator's /api/ is served by the role's release now (same app, same answers)
+    before = run_on_target(host, f"cat {RECORD}/api-version.before").strip()
+    now = run_on_target(
         host,
-        "curl -sS -N --max-time 3 --cacert /etc/ssl/certs/app.example.crt "
-        "--resolve app.example:443:127.0.0.1 https://app.example/notify/events || true",
-    )
-    assert out.startswith(":ok"), out
+        f"{CURL} -o /dev/null -D - https://app.example/api/ | tr -d '\\r' "
+        "| sed -n 's/^x-app-version: //Ip'",
+    ).strip()
+    assert (before, now) == ("by-hand", "1.0.0")
 
 
 def test_only_the_roles_files_and_one_include_line_changed(host) -> None:
@@ -129,7 +188,7 @@ def test_a_broken_change_is_refused_with_every_file_unchanged(host) -> None:
 
 
 def test_a_shadowing_location_is_refused_quoting_file_and_line(host) -> None:
-    shadow = "    location ~ ^/notify/ { return 410; }"
+    shadow = "    location ~ ^/updates/ { return 410; }"
     run_on_target(host, f"mkdir -p {BACKUP} && cp -p {SITE_FILE} {BACKUP}/")
     try:
         # the operator's own edit (on disk, as nginx -T reads it) after the .php location
@@ -141,8 +200,8 @@ def test_a_shadowing_location_is_refused_quoting_file_and_line(host) -> None:
         proc = proxy(check=False)
         assert proc.returncode != 0, "a shadowed SSE location was accepted"
         text = " ".join(proc.stdout.split())
-        quoted = f"{SITE_AS_NGINX_READS_IT}:{line}: location ~ ^/notify/ would serve"
-        assert f"{quoted} the SSE path /notify/events" in text, text[-2000:]
+        quoted = f"{SITE_AS_NGINX_READS_IT}:{line}: location ~ ^/updates/ would serve"
+        assert f"{quoted} the SSE path /updates/stream" in text, text[-2000:]
         assert "nothing was changed" in text
         assert etc_nginx(host) == files
     finally:
@@ -159,7 +218,7 @@ def test_diagnose_calls_it_healthy(host, tmp_path: Path) -> None:
     assert re.search(rf"{HOST}\s*:.*changed=0 .*failed=0 ", proc.stdout.split("PLAY RECAP", 1)[1])
     report = json.loads((tmp_path / f"{HOST}.json").read_text())
     assert report["healthy"] is True, report["sentence"]
-    served = report["nginx"]["paths"]["/notify/events"]["servers"][0]
+    served = report["nginx"]["paths"]["/updates/stream"]["servers"][0]
     assert served["location_where"].startswith(f"{SNIPPET}:"), served
 
 
@@ -172,3 +231,39 @@ def test_absent_gives_the_site_file_back_then_present_again(host) -> None:
     assert answers(host) == run_on_target(host, f"cat {RECORD}/answers.before")
     proxy()
     assert INCLUDE in host.file(SITE_FILE).content_string
+
+
+# the WSGI example under a second name, user and port; nginx reaches it through the
+# operator's own location /events (prepare.yml), so the upstream here is only its wiring
+WSGI = {
+    "sse_backend_name": "wsgi-stream",
+    "sse_backend_user": "wsgi",
+    "sse_backend_bind": "127.0.0.1:9100",
+    "sse_backend_source": str(PROJECT / "examples/apps/wsgi-stream"),
+    "sse_backend_app": "wsgi_stream.app:application",
+    "sse_backend_worker_class": "gthread",
+    "sse_backend_gunicorn_options": ["--threads=8"],
+    "sse_backend_env": {"TICK_SECONDS": 5},
+    "sse_nginx_upstreams": ["127.0.0.1:9100"],
+    "sse_verify_url": "https://app.example/events",
+    # the operator's location logs in its own format, without the probe's id
+    "sse_verify_access_log": "",
+}
+
+
+def test_a_wsgi_app_with_the_gthread_worker_streams_too(host, tmp_path: Path) -> None:
+    run_playbook("playbooks/backend.yml", "-e", json.dumps(WSGI), log_prefix="existing-site")
+    unit = run_on_target(host, "systemctl --user -M wsgi@ show -P ExecStart wsgi-stream")
+    assert "--worker-class gthread" in unit and "--threads=8" in unit, unit
+    run_playbook(
+        "playbooks/verify.yml",
+        "-e",
+        json.dumps({**WSGI, "sse_verify_report_dir": str(tmp_path)}),
+        log_prefix="existing-site",
+    )
+    report = json.loads((tmp_path / f"{HOST}.json").read_text())
+    assert report["ok"] is True, report["failures"]
+    stream = report["stream"]
+    assert stream["checks"]["first_comment"] == "pass", stream
+    # hold 7 s, keepalive 2 s, a tick at 5 s: keepalive comments, not only events
+    assert stream["keepalives"] >= 2, stream
