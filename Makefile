@@ -18,7 +18,7 @@ SCENARIOS ?= smoke default nginx faults diagnose cluster existing-site
 export SCENARIOS
 # Lanes of scenarios run side by side (tests/scenarios/test_molecule.py balances them);
 # 0 or a single scenario: one after another in this process, molecule's output live.
-SCENARIO_JOBS ?= 2
+SCENARIO_JOBS ?= 3
 export SCENARIO_JOBS
 SCENARIO_LANES = $(if $(filter 0 1,$(SCENARIO_JOBS))$(filter 1,$(words $(SCENARIOS))),-n 0,-n $(SCENARIO_JOBS) --dist loadscope -v)
 

@@ -28,11 +28,11 @@ LANES = max(1, int(os.environ.get("SCENARIO_JOBS", "1")))
 COST = {
     "smoke": 1,
     "default": 4,
-    "nginx": 2.5,
-    "faults": 4.5,
+    "nginx": 6,
+    "faults": 6.5,
     "diagnose": 2.5,
     "cluster": 7,
-    "existing-site": 11,
+    "existing-site": 7,
 }
 
 
