@@ -10,7 +10,7 @@ short_description: Put SSE locations into a server block the role does not own, 
 description:
   - Reads the live configuration as nginx does (C(nginx -T)); fails when nginx rejects it
     already, unless what nginx rejects is one of the role's own O(files) (edited by hand,
-    say): those get their planned content first and nginx reads the configuration again.
+    say) - those get their planned content first and nginx reads the configuration again.
   - Plans every change in memory first - the role's own O(files) (rendered on the
     controller), and with O(site_file) one marked C(include) line for
     O(snippet) in the one server block whose C(server_name) names O(server_name) - and
