@@ -4,17 +4,36 @@ module runs on a host, naming the variable and never showing a secret.
 The harness of test_nginx_bad_input.py (tripwire.py): each case is a tripwired host named
 after it, one ansible-playbook run per role and entry point (`preflight` alone, where no
 argument spec applies; `main`: argument spec, preflight, then the host). Valid cases pass
-every check and trip at the role's first host task. Cost: about 20 s (four
-ansible-playbook runs side by side).
+every check and trip at the role's first host task.
+
+Then the broker in the whole job: site.yml on a fleet (a proxy, two backends with the
+broker's URL and two workers, the broker on a host of its own or on the proxy) whose
+broker input is bad stops in its first play, before any module ran on any host; with
+valid input it passes every check and trips at the first play's first host task. And
+playbooks/broker.yml alone checks its inputs. Cost: about 25 s (eight ansible-playbook
+runs, four side by side).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
-from tripwire import Case, Played, assert_case, batch_runner, start_runs
+from tripwire import (
+    ROOT,
+    SITE_FIRST_PLAY,
+    Case,
+    Played,
+    assert_case,
+    assert_refused,
+    assert_tripped_at,
+    batch_runner,
+    run_playbook,
+    start_runs,
+)
 
 PASSWORD = "Br0ker-pass.word_0123456789"
 BROKER_PREFLIGHT = ("roles/sse_broker/tasks/preflight.yml",)
@@ -163,3 +182,117 @@ def test_broker_inputs(case: Case, broker_runs: dict[str, Callable[[], Played]])
 @pytest.mark.parametrize("case", BACKEND_CASES, ids=lambda case: case.id)
 def test_backend_broker_inputs(case: Case, backend_runs: dict[str, Callable[[], Played]]) -> None:
     assert_case(backend_runs[case.id](), case, BACKEND_PREFLIGHT, BACKEND_FIRST)
+
+
+# --- the broker in site.yml and in playbooks/broker.yml ---------------------------------
+
+BROKER_HOST = {"sse_broker_password": PASSWORD, "sse_broker_bind": ["10.0.0.9"]}
+BACKEND_HOST = {
+    "sse_backend_bind": "0.0.0.0:8000",
+    "sse_backend_broker_url": f"redis://:{PASSWORD}@10.0.0.9:6379/0",
+    "sse_backend_workers": 2,
+}
+PROXY_HOST = {"sse_nginx_upstreams": ["10.0.0.1:8000", "10.0.0.2:8000"]}
+# the first task of site.yml that runs a module on a host (its first play: the tripwire
+# stops it there, after every input of every host passed)
+SITE_FIRST_HOST_TASK = "Look for the upstream file of sse_nginx"
+
+
+def fleet(broker_vars: dict[str, Any], broker_on_proxy: bool) -> dict[str, dict[str, Any]]:
+    """Two backends behind a proxy; the broker on a host of its own, or on the proxy."""
+    backends = {
+        f"sse-b{n}": {"groups": ["sse_backends"], "vars": {**BACKEND_HOST, "ansible_host": f"10.0.0.{n}"}}
+        for n in (1, 2)
+    }
+    if broker_on_proxy:
+        proxy = {"groups": ["sse_proxies", "sse_brokers"], "vars": {**PROXY_HOST, **broker_vars}}
+        return {"sse-proxy": proxy, **backends}
+    broker_host = {"sse-broker": {"groups": ["sse_brokers"], "vars": broker_vars}}
+    return {"sse-proxy": {"groups": ["sse_proxies"], "vars": PROXY_HOST}, **backends, **broker_host}
+
+
+@dataclass(frozen=True)
+class FleetCase:
+    id: str
+    playbook: str  # relative to ROOT
+    broker_vars: dict[str, Any]
+    names: str = ""  # the variable the refusal names ("" for a valid case)
+    broker_on_proxy: bool = False
+    also: tuple[str, ...] = ()
+
+
+FLEET_CASES = [
+    FleetCase(
+        "site-password-short",
+        "site.yml",
+        {**BROKER_HOST, "sse_broker_password": "Sh0rt-secret"},
+        "sse_broker_password",
+    ),
+    FleetCase(
+        "site-bind-name-on-proxy",
+        "site.yml",
+        {**BROKER_HOST, "sse_broker_bind": ["cluster-proxy"]},
+        "sse_broker_bind",
+        broker_on_proxy=True,
+        also=("numeric",),
+    ),
+    FleetCase(
+        "site-maxmemory-words",
+        "site.yml",
+        {**BROKER_HOST, "sse_broker_maxmemory": "lots"},
+        "sse_broker_maxmemory",
+    ),
+    FleetCase("site-valid", "site.yml", BROKER_HOST),
+    FleetCase("site-valid-on-proxy", "site.yml", BROKER_HOST, broker_on_proxy=True),
+    FleetCase(
+        "broker-playbook-port-0",
+        "playbooks/broker.yml",
+        {**BROKER_HOST, "sse_broker_port": 0},
+        "sse_broker_port",
+    ),
+    FleetCase(
+        "broker-playbook-password-unset",
+        "playbooks/broker.yml",
+        {**BROKER_HOST, "sse_broker_password": ""},
+        "sse_broker_password",
+        broker_on_proxy=True,
+    ),
+    FleetCase("broker-playbook-valid", "playbooks/broker.yml", BROKER_HOST),
+]
+
+
+def run_fleet(cases: list[FleetCase], workdir: Path) -> dict[str, Played]:
+    (case,) = cases
+    hosts = fleet(case.broker_vars, case.broker_on_proxy)
+    return {case.id: run_playbook(workdir, ROOT / case.playbook, {}, hosts)}
+
+
+@pytest.fixture(scope="module")
+def fleet_runs(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Callable[[], Played]]:
+    return start_runs(request, tmp_path_factory, FLEET_CASES, run_fleet, key=lambda c: c.id)
+
+
+@pytest.mark.parametrize("case", FLEET_CASES, ids=lambda case: case.id)
+def test_fleet_broker_inputs(case: FleetCase, fleet_runs: dict[str, Callable[[], Played]]) -> None:
+    """A bad broker input stops the run before a module ran on any host (site.yml: in its
+    first play, whose checks cover the broker); a valid one passes every check."""
+    played = fleet_runs[case.id]()
+    details = played.describe()
+    assert PASSWORD not in played.stdout + played.stderr, f"the password was printed\n{details}"
+    site = case.playbook == "site.yml"
+    if case.names:
+        where = (*BROKER_PREFLIGHT, *SITE_FIRST_PLAY) if site else BROKER_PREFLIGHT
+        assert_refused(played, case.names, where, case.also)
+        broker = "sse-proxy" if case.broker_on_proxy else "sse-broker"
+        assert {task.host for task in played.failed()} == {broker}, details
+        if site:  # every host of the fleet was in the play the refusal stopped
+            assert {task.host for task in played.tasks} == {"sse-proxy", "sse-b1", "sse-b2", broker}
+    elif site:
+        assert_tripped_at(played, SITE_FIRST_HOST_TASK)
+        # the broker's checks ran (and passed) in that first play, before it
+        checked = [t for t in played.tasks if t.path.startswith(str(ROOT / BROKER_PREFLIGHT[0]))]
+        assert checked and all(t.status == "ok" for t in checked), details
+    else:
+        assert_tripped_at(played, BROKER_FIRST["main"])

@@ -1,6 +1,7 @@
 """Fixtures for the cluster scenario: playbooks run from the controller against the
 molecule inventory, the backends' state read with `podman exec`, and streams held
-through the proxy from inside the proxy container (files/hold_streams.py)."""
+through the proxy from inside the proxy container while events are published straight
+to the backends (files/hold_streams.py)."""
 
 from __future__ import annotations
 
@@ -21,13 +22,16 @@ PLAYBOOK_TIMEOUT = 900
 
 PROXY = "cluster-proxy"
 BACKENDS = ("cluster-backend1", "cluster-backend2")  # the batches, in inventory order
+PUBLISH_TO = tuple(f"http://{name}:8000/notify/publish" for name in BACKENDS)
 HOLDER = Path(__file__).resolve().parents[1] / "files" / "hold_streams.py"
 HOLDER_ON_PROXY = "/opt/sse-cluster/hold_streams.py"
 TOKEN = "molecule-publish-token"  # .config/molecule/config.yml
-# Seconds between published events during the release: several per reconnect window
-# (retry 2 s), so an event lost across a move from one backend to the other shows. The
-# stream check counts events as activity, so a busy stream needs no keepalive comments.
-PUBLISH_INTERVAL = 0.5
+# Seconds between new events, each published straight to one backend, in turn (issue 17):
+# many per reconnect window (retry 2 s) and per broker outage, so a lost, doubled or
+# reordered event shows. The stream check counts events as activity.
+PUBLISH_INTERVAL = 0.2
+BROKER_SERVICE = "redis-server"  # Debian 12's (roles/sse_broker), on the proxy container
+KEEPALIVE_INTERVAL = 2  # sse_backend_keepalive_interval, .config/molecule/config.yml
 CACERT = "/etc/nginx/tls/sse-ca.crt"  # the local CA sse_nginx issues (self-signed mode)
 ACCESS_LOG = "/var/log/nginx/sse_access.log"
 UPSTREAM_CONF = "/etc/nginx/conf.d/sse.upstream.conf"
@@ -83,6 +87,7 @@ class Backend:
     current: str  # the release `current` points at
     releases: tuple[str, ...]
     keepalive_lines: tuple[str, ...]  # SSE_KEEPALIVE_INTERVAL lines of the environment file
+    workers: tuple[int, ...]  # the Gunicorn workers: the main process's children
 
 
 def backend_state(name: str) -> Backend:
@@ -104,10 +109,12 @@ def backend_state(name: str) -> Backend:
         check=False,
     ).strip()
     env = podman_exec(name, "cat", ENV_FILE)
+    pid = int(state.get("MainPID", "0") or 0)
+    children = podman_exec(name, "cat", f"/proc/{pid}/task/{pid}/children", check=False)
     return Backend(
         name=name,
         active=state.get("ActiveState", ""),
-        pid=int(state.get("MainPID", "0") or 0),
+        pid=pid,
         started=int(state.get("ExecMainStartTimestamp", "@0").lstrip("@") or 0),
         version=version,
         current=Path(podman_exec(name, "readlink", f"{BACKEND_ROOT}/current").strip()).name,
@@ -115,6 +122,7 @@ def backend_state(name: str) -> Backend:
         keepalive_lines=tuple(
             line for line in env.splitlines() if line.startswith("SSE_KEEPALIVE_INTERVAL=")
         ),
+        workers=tuple(sorted(int(child) for child in children.split())),
     )
 
 
@@ -125,13 +133,16 @@ def backends() -> Callable[[], dict[str, Backend]]:
 
 @dataclass
 class Held:
-    """What hold_streams.py recorded, each request tagged with the backend nginx chose."""
+    """What hold_streams.py recorded, each stream's request tagged with the backend nginx
+    chose (publishes name their backend themselves: `target`)."""
 
     connections: list[dict[str, Any]]
-    publishes: list[dict[str, Any]]
+    publishes: list[dict[str, Any]]  # every attempt
     backend_of: dict[str, str] = field(default_factory=dict)  # probe id -> backend name
 
     def backend(self, record: dict[str, Any]) -> str:
+        if "target" in record:
+            return record["target"].split(":")[0]
         return self.backend_of.get(record["probe"], "?")
 
     def streams(self) -> dict[int, list[dict[str, Any]]]:
@@ -140,20 +151,25 @@ class Held:
             by_stream.setdefault(connection["stream"], []).append(connection)
         return {k: sorted(v, key=lambda c: c["conn"]) for k, v in sorted(by_stream.items())}
 
+    def accepted(self) -> dict[int, dict[str, Any]]:
+        """seq -> the attempt that was accepted (202)."""
+        return {p["seq"]: p for p in self.publishes if p["status"] == 202}
+
     def summary(self) -> str:
         lines = []
         for number, connections in self.streams().items():
             parts = [
                 f"c{c['conn']}@{self.backend(c)}[{c['version']}] {len(c['events'])} events,"
-                f" end {c['end']}"
+                f" {len(c['keepalives'])} keepalives, end {c['end']}"
                 + (f", Last-Event-ID {c['last_event_id_sent']}" if c["last_event_id_sent"] else "")
                 for c in connections
             ]
             lines.append(f"    stream {number}: " + " | ".join(parts))
-        per_backend: dict[str, int] = {}
-        for publish in self.publishes:
-            per_backend[self.backend(publish)] = per_backend.get(self.backend(publish), 0) + 1
-        lines.append(f"    publishes per backend: {dict(sorted(per_backend.items()))}")
+        outcomes: dict[str, int] = {}
+        for p in self.publishes:
+            key = f"{self.backend(p)} {p['status'] or ('refused' if not p['sent'] else 'error')}"
+            outcomes[key] = outcomes.get(key, 0) + 1
+        lines.append(f"    publish attempts: {dict(sorted(outcomes.items()))}")
         return "\n".join(lines)
 
 
@@ -178,7 +194,8 @@ class Holder:
             ["podman", "exec", PROXY, "python3", HOLDER_ON_PROXY,
              "--streams", str(self.streams), "--token", TOKEN, "--cacert", CACERT,
              "--prefix", self.prefix, "--ready", self.ready, "--stop", self.stop,
-             "--publish-interval", str(self.publish_interval)],
+             "--publish-interval", str(self.publish_interval),
+             *(arg for url in PUBLISH_TO for arg in ("--publish-to", url))],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         deadline = time.monotonic() + 60
@@ -191,15 +208,13 @@ class Holder:
     def finish(self) -> Held:
         assert self.proc is not None
         podman_exec(PROXY, "touch", self.stop)
-        out, err = self.proc.communicate(timeout=60)
+        out, err = self.proc.communicate(timeout=90)
         assert self.proc.returncode == 0, f"hold_streams.py failed: {err}"
         LOGS.mkdir(parents=True, exist_ok=True)
         (LOGS / f"cluster-held-{self.prefix}.json").write_text(out)
         data = json.loads(out)
         held = Held(data["connections"], data["publishes"])
-        held.backend_of = upstream_of_requests(
-            self.prefix, {r["probe"] for r in held.connections + held.publishes}
-        )
+        held.backend_of = upstream_of_requests(self.prefix, {c["probe"] for c in held.connections})
         return held
 
     def __exit__(self, *exc: object) -> None:

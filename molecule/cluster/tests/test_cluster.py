@@ -1,26 +1,34 @@
-"""A rolling release over two backends, watched from inside the proxy.
+"""A rolling release over two backends of two workers each, and broker restarts, watched
+from inside the proxy.
 
 The inputs are unusual but valid: each backend binds the IPv6 wildcard `[::]:8000` (the
 proxy reaches it over IPv4 by name, the direct check at [::1]), and the batches are
-`sse_release_serial=50%` (two batches of one backend).
+`sse_release_serial=50%` (two batches of one backend). The events are shared through the
+broker (Redis on the proxy's container, role sse_broker; sse_backend_broker_url), so each
+of the four Gunicorn workers serves the same events in the same order.
 
 Six streams are held through nginx (files/hold_streams.py in the proxy container, each
 reconnecting like an EventSource: after the server's retry: delay, with Last-Event-ID)
-while an event is published through nginx every 0.5 s (conftest.PUBLISH_INTERVAL), and
-`site.yml` releases a second version. nginx's access log says which backend served each
-request.
+while one event is published every 0.2 s (conftest.PUBLISH_INTERVAL) straight to the
+backends' own /notify/publish, alternating between them (a 503 is published again after
+its Retry-After). nginx's access log says which backend served each stream. Asserted,
+for every stream across all its reconnects (assert_exactly_once_in_order):
 
-Each backend forwards what is published to it to the other (sse_backend_peers), with
-the id it gave the event, so every stream gets every event whichever backend it is on,
-and a stream that moves resumes on the other backend by Last-Event-ID. Asserted:
+- every event accepted (202) between the stream's first :ok and its end arrived;
+- exactly once (no id twice, no publish's seq twice: a publish answered 503 and then
+  retried was not also appended);
+- in one global order: ids strictly increasing, each the id its publish was given (so
+  the order of the publish ids, whichever backend and worker took the publish).
 
-- a stream ends only when the backend it is connected to restarts: the streams on the
-  backend of the other batch are never interrupted;
-- every reconnect lands on the other backend (the restarting one is drained), answers 200
-  with :ok, carries Last-Event-ID (the last id the stream received) and keeps receiving;
-- no event lost: every stream received every event published (and accepted) between its
-  first :ok and its end, under the id the publish got, across all its reconnects;
-- every publish through nginx is accepted (202) during the whole release.
+The release (`site.yml` with a second version): a stream ends only when the backend it
+is on restarts; every reconnect lands on the other backend, carries Last-Event-ID and
+receives again; every event is accepted, both backends took publishes.
+
+The broker restarts under the same load (`systemctl restart redis-server`, then a stop,
+a 5 s outage and a start): the streams stay open (one connection each, keepalives on
+time all through), publishes during the outage are answered 503 with Retry-After (counted)
+and accepted when published again after it, events published after it arrive; the same
+exactly-once order.
 
 Then a broken release (version 3.0.0 whose environment turns keepalives off; nothing is
 published, so its streams are idle and the keepalive check sees it) fails the first
@@ -36,10 +44,14 @@ from __future__ import annotations
 
 import json
 import re
+import time
+from collections import Counter
 from typing import Any
 
 from conftest import (
     BACKENDS,
+    BROKER_SERVICE,
+    KEEPALIVE_INTERVAL,
     PROXY,
     PUBLISH_INTERVAL,
     SERIAL,
@@ -57,6 +69,12 @@ FIRST, SECOND = BACKENDS
 # a stream ends within this window around its backend's new main process start: the
 # stop (the reference app ends its streams at once on SIGTERM) and the start
 END_BEFORE_START, END_AFTER_START = 20, 2
+# the broker's outage in the restart test: several keepalive intervals, many publishes
+OUTAGE = 5.0
+# longest silence on a held stream: a keepalive is due every interval; 1.5 s of slack
+# for a loaded machine
+MAX_SILENCE = KEEPALIVE_INTERVAL + 1.5
+WORKERS = 2  # sse_backend_workers, molecule.yml
 
 
 def drained() -> list[str]:
@@ -73,14 +91,64 @@ def ended_early(held: Held) -> list[dict[str, Any]]:
     return [c for c in held.connections if c["end"] != "stopped"]
 
 
-def assert_every_request_served(held: Held) -> None:
-    failed = [p for p in held.publishes if p["status"] != 202]
-    assert not failed, f"publishes not accepted: {failed}\n{held.summary()}"
+def assert_every_stream_served(held: Held) -> None:
     bad = [c for c in held.connections if c["status"] != 200 or c["t_ok"] is None]
     assert not bad, f"connections without 200 and :ok: {bad}\n{held.summary()}"
-    requests = held.connections + held.publishes
-    unknown = [r["probe"] for r in requests if held.backend(r) not in BACKENDS]
-    assert not unknown, f"requests missing from the access log: {unknown}"
+    unknown = [c["probe"] for c in held.connections if held.backend(c) not in BACKENDS]
+    assert not unknown, f"streams missing from the access log: {unknown}"
+
+
+def assert_every_event_accepted(
+    held: Held, allowed: frozenset[int | None] = frozenset({202})
+) -> None:
+    """Every event published (each seq) was accepted once in the end, by the backend it
+    was sent to; no attempt was answered otherwise than `allowed` (None: refused before
+    the request left, retried), none went unanswered after it was sent."""
+    seqs = {p["seq"] for p in held.publishes}
+    assert seqs == set(range(1, max(seqs, default=0) + 1)), "the publisher skipped an event"
+    accepted = Counter(p["seq"] for p in held.publishes if p["status"] == 202)
+    assert not [s for s, n in accepted.items() if n > 1], f"accepted twice: {accepted}"
+    never = sorted(seqs - set(accepted))
+    assert not never, f"events never accepted: {never}\n{held.summary()}"
+    odd = [
+        p for p in held.publishes if p["status"] not in allowed or (p["sent"] and not p["status"])
+    ]
+    assert not odd, f"publish attempts answered otherwise: {odd[:5]}\n{held.summary()}"
+    taken = Counter(held.backend(p) for p in held.accepted().values())
+    assert set(taken) == set(BACKENDS), f"publishes accepted per backend: {taken}"
+
+
+def assert_exactly_once_in_order(held: Held) -> None:
+    """Every stream, across its reconnects: every accepted event published while it was
+    held, exactly once, in the order of the ids the publishes got (strictly increasing)."""
+    accepted = held.accepted()
+    assert len(accepted) >= 40, f"too few events published to judge: {len(accepted)}"
+    ids = [int(p["id"]) for p in accepted.values()]
+    assert len(set(ids)) == len(ids), "two publishes were given the same id"
+    for number, connections in held.streams().items():
+        start, end = connections[0]["t_ok"], connections[-1]["t_end"]
+        received = [(event_id, seq) for c in connections for event_id, seq, _ in c["events"]]
+        numeric = [int(event_id) for event_id, _ in received]
+        disorder = [(a, b) for a, b in zip(received, received[1:]) if int(b[0]) <= int(a[0])]
+        assert not disorder, (
+            f"stream {number}: ids not strictly increasing (an event twice or out of order):"
+            f" {disorder[:5]}\n{held.summary()}"
+        )
+        twice = sorted(seq for seq, n in Counter(seq for _, seq in received).items() if n > 1)
+        assert not twice, f"stream {number}: events received twice {twice}\n{held.summary()}"
+        foreign = [(i, s) for i, s in received if s not in accepted or i != accepted[s]["id"]]
+        assert not foreign, (
+            f"stream {number}: events not as their publish was accepted (id, seq):"
+            f" {foreign[:5]}\n{held.summary()}"
+        )
+        due = {s for s, p in accepted.items() if p["t_sent"] > start and p["t_resp"] < end}
+        missing = sorted(due - {seq for _, seq in received})
+        assert not missing, f"stream {number} lost events {missing}\n{held.summary()}"
+        assert numeric == sorted(numeric)
+        print(
+            f"    stream {number}: {len(due)} due, {len(received)} received,"
+            f" {len(connections)} connections"
+        )
 
 
 def assert_reconnects_resume(held: Held, publishing: bool = True) -> None:
@@ -96,25 +164,13 @@ def assert_reconnects_resume(held: Held, publishing: bool = True) -> None:
                     f"{after['probe']} resumed from {after['last_event_id_sent']}, not from the"
                     f" last id it received ({received[-1][0]})\n{held.summary()}"
                 )
-            if publishing and after["t_end"] - after["t_ok"] > 3 * PUBLISH_INTERVAL:
+            if publishing and after["t_end"] - after["t_ok"] > 3 * PUBLISH_INTERVAL + 1:
                 assert after["events"], f"{after['probe']} received nothing\n{held.summary()}"
 
 
-def assert_no_event_lost(held: Held) -> None:
-    """Every stream got every accepted event published while it was held, under the
-    publish's id, whichever backends its connections were on."""
-    accepted = {p["seq"]: p for p in held.publishes if p["status"] == 202}
-    assert len(accepted) >= 20, f"too few events published to judge: {len(accepted)}"
-    for number, connections in held.streams().items():
-        start, end = connections[0]["t_ok"], connections[-1]["t_end"]
-        due = {seq for seq, p in accepted.items() if p["t_sent"] > start and p["t_resp"] < end}
-        got = {seq: event_id for c in connections for event_id, seq, _ in c["events"]}
-        missing = sorted(due - set(got))
-        assert not missing, f"stream {number} lost events {missing}\n{held.summary()}"
-        wrong = {s: i for s, i in got.items() if s in accepted and i != str(accepted[s]["id"])}
-        assert not wrong, f"stream {number}: events under another id {wrong}\n{held.summary()}"
-        received = sum(len(c["events"]) for c in connections)
-        print(f"    stream {number}: {len(due)} due, {received} received, {len(connections)} conns")
+def broker_pid() -> int:
+    show = podman_exec(PROXY, "systemctl", "show", "-p", "MainPID", "--value", BROKER_SERVICE)
+    return int(show.strip() or 0)
 
 
 def listeners(name: str, family: str) -> list[str]:
@@ -143,6 +199,8 @@ def test_backends_listen_on_ipv6() -> None:
 def test_rolling_release_keeps_streams(playbook, backends) -> None:
     before = backends()
     assert {b.version for b in before.values()} == {"1.0.0"}, before
+    for name, state in before.items():
+        assert len(state.workers) == WORKERS, f"{name}: workers {state.workers}"
 
     with Holder("release") as holder:
         proc = playbook(
@@ -157,13 +215,17 @@ def test_rolling_release_keeps_streams(playbook, backends) -> None:
     for name in BACKENDS:
         assert after[name].version == "2.0.0" and after[name].current == "2.0.0", after[name]
         assert after[name].pid != before[name].pid, f"{name} was not restarted"
+        assert len(after[name].workers) == WORKERS, after[name]
     assert after[FIRST].started < after[SECOND].started, "the batches ran out of order"
     assert drained() == [], "a backend stayed drained"
 
     first_connections = [c for c in held.connections if c["conn"] == 1]
     on = {name: [c for c in first_connections if held.backend(c) == name] for name in BACKENDS}
     assert on[FIRST] and on[SECOND], f"nginx put the streams on one backend\n{held.summary()}"
-    assert_every_request_served(held)
+    assert_every_stream_served(held)
+    # a publish sent to a backend while it restarts waits in its socket's queue (systemd
+    # holds the socket): none is refused, every one accepted at the first attempt
+    assert_every_event_accepted(held)
 
     # a connection ends only when its own backend restarts
     for connection in ended_early(held):
@@ -189,8 +251,73 @@ def test_rolling_release_keeps_streams(playbook, backends) -> None:
         restarted = [held.backend(c) for c in connections[:-1]]
         assert len(restarted) == len(set(restarted)), held.summary()
     assert_reconnects_resume(held)
-    assert_no_event_lost(held)
+    assert_exactly_once_in_order(held)
     assert {c["version"] for c in held.connections if c["end"] == "stopped"} == {"2.0.0"}
+
+
+def test_broker_restart_keeps_streams_and_order(backends) -> None:
+    """The broker restarts under the same load: a plain restart, then a stop, OUTAGE
+    seconds without it and a start. Streams stay open with their keepalives, publishes
+    meanwhile get 503 + Retry-After and are accepted when sent again after it, and every
+    stream gets every event exactly once, in order."""
+    before = backends()
+    first_pid = broker_pid()
+    assert first_pid, f"{BROKER_SERVICE} is not running"
+
+    with Holder("broker") as holder:
+        time.sleep(3)
+        podman_exec(PROXY, "systemctl", "restart", BROKER_SERVICE)
+        restarted_pid = broker_pid()
+        time.sleep(4)
+        t_down = time.time()
+        podman_exec(PROXY, "systemctl", "stop", BROKER_SERVICE)
+        t_stopped = time.time()
+        time.sleep(OUTAGE)
+        t_start = time.time()
+        podman_exec(PROXY, "systemctl", "start", BROKER_SERVICE)
+        t_up = time.time()
+        time.sleep(6)  # events after it
+        held = holder.finish()
+    after = backends()
+    print(held.summary())
+    print(f"    broker stopped {t_down:.2f}..{t_stopped:.2f}, started {t_start:.2f}..{t_up:.2f}")
+
+    assert restarted_pid not in (0, first_pid), "the broker was not restarted"
+    assert broker_pid() not in (0, restarted_pid), "the broker did not start again"
+    assert after == before, "a backend restarted with its broker"
+
+    # the streams stayed open: one connection each, to the end, keepalives on time
+    assert_every_stream_served(held)
+    assert not ended_early(held), held.summary()
+    assert len(held.connections) == len(held.streams()), held.summary()
+    for c in held.connections:
+        assert c["max_silence"] <= MAX_SILENCE, (
+            f"{c['probe']}: {c['max_silence']:.1f} s without a line\n{held.summary()}"
+        )
+        during = [t for t in c["keepalives"] if t_stopped < t < t_start]
+        assert len(during) >= OUTAGE // KEEPALIVE_INTERVAL - 1, (
+            f"{c['probe']}: {len(during)} keepalives during the outage\n{held.summary()}"
+        )
+
+    # publishes during the outage: 503 with Retry-After, accepted when sent again after it
+    refused = [p for p in held.publishes if p["status"] == 503]
+    in_outage = [p for p in refused if t_down <= p["t_sent"] <= t_up]
+    print(f"    503 answers: {len(refused)} ({len(in_outage)} sent during the outage)")
+    assert len(in_outage) >= OUTAGE / PUBLISH_INTERVAL / 2, held.summary()
+    for p in refused:
+        assert p["retry_after"] is not None and int(p["retry_after"]) >= 1, p
+        again = [
+            q for q in held.publishes if q["seq"] == p["seq"] and q["attempt"] == p["attempt"] + 1
+        ]
+        assert again and again[0]["t_sent"] >= p["t_resp"] + int(p["retry_after"]) - 0.1, (p, again)
+    assert_every_event_accepted(held, allowed=frozenset({202, 503}))
+    accepted = held.accepted()
+    retried = sorted(s for s, p in accepted.items() if p["attempt"] > 1)
+    assert retried, "no publish was accepted on a second attempt"
+    after_it = [s for s, p in accepted.items() if p["t_sent"] > t_up + 1]
+    assert len(after_it) >= 3 / PUBLISH_INTERVAL, f"events after the outage: {after_it}"
+    print(f"    {len(retried)} events accepted when published again, {len(after_it)} after it")
+    assert_exactly_once_in_order(held)
 
 
 def test_broken_release_is_rolled_back(playbook, backends) -> None:
@@ -217,7 +344,7 @@ def test_broken_release_is_rolled_back(playbook, backends) -> None:
     assert batches(proc.stdout) == [[FIRST]], "a batch after the failed one started"
     assert "went back to release 2.0.0, which passed the direct check" in output, output[-3000:]
     # the second batch never started: same process, nothing of 3.0.0 on it
-    assert after[SECOND] == before[SECOND], (before[SECOND], after[SECOND])
+    assert after[SECOND] == before[SECOND], (before[SECOND], after[SECOND])  # workers too
     assert "3.0.0" not in after[SECOND].releases
     # the first batch runs 2.0.0 again, with the environment it had, and serves
     assert after[FIRST].pid != before[FIRST].pid
@@ -228,9 +355,8 @@ def test_broken_release_is_rolled_back(playbook, backends) -> None:
     assert drained() == [], "the first batch stayed drained"
 
     # no stream ever reached 3.0.0; the second backend's streams were never interrupted
-    assert_every_request_served(held)
+    assert_every_stream_served(held)
     assert "3.0.0" not in {c["version"] for c in held.connections}, held.summary()
-    assert "3.0.0" not in {p["version"] for p in held.publishes}, held.summary()
     for connection in ended_early(held):
         assert held.backend(connection) == FIRST, held.summary()
     assert_reconnects_resume(held, publishing=False)
