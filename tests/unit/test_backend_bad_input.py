@@ -15,6 +15,7 @@ really looks for it (offline).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -54,8 +55,6 @@ def role_case(
 
 
 BAD = [
-    role_case("peers-no-port", {"sse_backend_peers": ["backend2"]}, "sse_backend_peers"),
-    role_case("peers-joined", {"sse_backend_peers": ["b1:8000,b2:8000"]}, "sse_backend_peers"),
     role_case("keep-releases-0", {"sse_backend_keep_releases": 0}, "sse_backend_keep_releases"),
     role_case(
         "keepalive-0", {"sse_backend_keepalive_interval": 0}, "sse_backend_keepalive_interval"
@@ -99,7 +98,6 @@ NEWLINES = [
         ("app", "sse_app.main:app\n"),
         ("source", "myapp==2.1\n"),
         ("pip_index_url", "https://pypi.example/simple\n"),
-        ("peers", ["backend2:8000\n"]),
     ]
 ] + [
     role_case("env-key-trailing-newline", {"sse_backend_env": {"A\n": "1"}}, "sse_backend_env"),
@@ -222,6 +220,30 @@ INDEX_TRIPWIRE = role_case(
 )
 # Valid input, preflight only: proves the harness can pass.
 CONTROL = role_case("control-preflight", {}, entry="preflight")
+# Issue 17: sse_backend_peers is deprecated and ignored for one release: set (even to what
+# its old checks refused, or beside a broker), the preflight warns and passes. The broker
+# URL holds a password, never printed.
+PEERS_PASSWORD = "peersBrokerPw0123456789"
+DEPRECATED_PEERS = [
+    role_case("peers-deprecated", {"sse_backend_peers": ["backend2:8000"]}, entry="preflight"),
+    role_case(
+        "peers-deprecated-old-bad",
+        {"sse_backend_peers": ["backend2", "b1:8000,b2:8000", "b3:8000\n"]},
+        entry="preflight",
+    ),
+    role_case(
+        "peers-deprecated-with-broker",
+        {
+            "sse_backend_peers": ["b2:8000"],
+            "sse_backend_broker_url": f"redis://:{PEERS_PASSWORD}@10.0.0.5:6379/0",
+            "sse_backend_workers": 2,
+        },
+        entry="preflight",
+        secret=PEERS_PASSWORD,
+    ),
+]
+PEERS_WARNING = "DEPRECATED: sse_backend_peers is set"
+PEERS_WARNING_TASK = "Warn that sse_backend_peers is deprecated and ignored"
 # Valid input, whole role: proves the tripwire stops it and the checks see it.
 TRIPWIRE = role_case("control-tripwire", {})
 # A release that does not exist: pip on the controller finds no such version (no index
@@ -245,6 +267,7 @@ ALL = [
     *NEWLINES,
     *(param.values[0] for param in GAPS),
     *INDEX_SECRETS,
+    *DEPRECATED_PEERS,
     CONTROL,
     TRIPWIRE,
     INDEX_TRIPWIRE,
@@ -306,6 +329,44 @@ def test_valid_input_passes_preflight(case: Case, runs: dict[str, Callable[[], P
     assert played.tasks and ended_without_failure(played), details
     assert played.ran_outside(PREFLIGHT) == [], details
     assert played.modules_ran == [] and played.changed_nothing(), details
+
+
+@pytest.mark.parametrize("case", DEPRECATED_PEERS, ids=lambda case: case.id)
+def test_deprecated_peers_warn_and_pass(case: Case, runs: dict[str, Callable[[], Played]]) -> None:
+    played = runs[case.id]()
+    details = played.describe()
+    assert played.tasks and ended_without_failure(played), details
+    assert played.ran_outside(PREFLIGHT) == [], details
+    assert played.modules_ran == [] and played.changed_nothing(), details
+    warnings = debug_messages(played, case.id, PEERS_WARNING_TASK)
+    assert len(warnings) == 1, details
+    said = " ".join(warnings[0].split())
+    assert PEERS_WARNING in said and "IGNORED" in said and "sse_backend_broker_url" in said, said
+    if case.secret:
+        assert case.secret not in played.stdout + played.stderr, details
+
+
+@pytest.mark.parametrize("case", [CONTROL], ids=lambda case: case.id)
+def test_no_deprecation_warning_without_peers(
+    case: Case, runs: dict[str, Callable[[], Played]]
+) -> None:
+    played = runs[case.id]()
+    statuses = [t.status for t in played.tasks if t.name.endswith(PEERS_WARNING_TASK)]
+    assert statuses == ["skipped"], played.describe()
+    assert debug_messages(played, case.id, PEERS_WARNING_TASK) == []
+
+
+def debug_messages(played: Played, host: str, task_name: str) -> list[str]:
+    """The messages a debug task printed for one host (read back from the JSON callback)."""
+    report = json.loads(played.stdout)
+    return [
+        str(entry["hosts"][host]["msg"])
+        for play in report["plays"]
+        for entry in play["tasks"]
+        if entry["task"]["name"].endswith(task_name)
+        and host in entry["hosts"]
+        and "msg" in entry["hosts"][host]
+    ]
 
 
 @pytest.mark.parametrize("case", [TRIPWIRE], ids=lambda case: case.id)

@@ -131,14 +131,6 @@ BACKEND_BAD = [
         "main",
         secret=PASSWORD,
     ),
-    Case(
-        "url-with-peers",
-        {"sse_backend_broker_url": BROKER_URL, "sse_backend_peers": ["b2:8000"]},
-        "sse_backend_broker_url",
-        "main",
-        ("exclusive",),
-        PASSWORD,
-    ),
     Case("url-number", {"sse_backend_broker_url": 6379}, "sse_backend_broker_url", "preflight"),
     Case("workers-2-no-broker", {"sse_backend_workers": 2}, "sse_backend_workers", "main"),
 ]

@@ -143,13 +143,14 @@ CONTROLS = [
             },
         },
     ),
-    # inventory/example as it is: its wiring (upstreams by ansible_host, bind, peers)
-    # passes every check of the release; only the secret and the TLS files it names
+    # inventory/example as it is: its wiring (upstreams by ansible_host, bind, broker URL)
+    # passes every check of the release; only the secrets and the TLS files it names
     # (which exist on a real controller) are given here
     Case(
         "inventory-example",
         {
             "vault_sse_backend_publish_token": "from-ansible-vault",
+            "vault_sse_broker_password": "from-ansible-vault-0123456789",
             "sse_nginx_tls_cert": "",
             "sse_nginx_tls_key": "",
         },

@@ -41,6 +41,7 @@ BAD = [
     bad("from-controller-text", {"sse_verify_from_controller": "false"}, "true or false"),
     bad("probe-text", {"sse_verify_probe": "yes"}, "true or false"),
     bad("insecure-number", {"sse_verify_insecure": 0}, "true or false"),
+    bad("broker-text", {"sse_verify_broker": "false"}, "true or false"),
     bad("url-list", {"sse_verify_url": ["https://localhost/"]}, "a string"),
     # whole strings: a trailing newline passed `^https?://[^/\s]+` once
     bad("url-newline", {"sse_verify_url": "https://localhost/notify/events\n"}, "control"),

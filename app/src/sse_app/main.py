@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from sse_app import ids, peers, sse
+from sse_app import ids, sse
 from sse_app.broker import Broker
 from sse_app.middleware import VersionHeaderMiddleware
 from sse_app.redis_broker import RETRY_AFTER_S, BrokerUnavailable, RedisBroker
@@ -48,11 +48,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
         else None
     )
     broker: Broker | RedisBroker = local if shared is None else shared
-    forwarder = peers.Forwarder(settings.peers, settings.publish_token)
-    if settings.peers:
+    if settings.peers_ignored:
+        # one release of notice: the peer forwarding is gone (issue 17)
         log.warning(
-            "SSE_PEERS is deprecated and goes away in the next release: share events"
-            " through a broker instead (SSE_BROKER_URL, Ansible: sse_backend_broker_url)"
+            "SSE_PEERS is deprecated and ignored (the forwarding between backends is gone;"
+            " the variable goes away in the next release): share events through a broker"
+            " instead (SSE_BROKER_URL, Ansible: sse_backend_broker_url)"
         )
 
     @asynccontextmanager
@@ -64,7 +65,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
         with on_shutdown_signal(broker.close):
             yield
             broker.close()
-            forwarder.close()
             if shared is not None:
                 await shared.aclose()
 
@@ -92,11 +92,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         except ValueError as exc:
             return _error(400, str(exc))
 
-        forwarded_id = request.headers.get(peers.EVENT_ID_HEADER)
         if shared is not None:
-            if forwarded_id is not None:
-                # a peer still forwarding: its backend already appended this event
-                return _error(400, f"{peers.EVENT_ID_HEADER}: this backend uses a broker")
             try:
                 event, delivered = await shared.publish(data, name)
             except BrokerUnavailable:
@@ -105,19 +101,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
                     "the event broker is unavailable, publish again later",
                     {"Retry-After": str(RETRY_AFTER_S)},
                 )
-            return JSONResponse({"id": event.id, "subscribers": delivered}, status_code=202)
-
-        if forwarded_id is not None:
-            # from a peer backend (it holds the token): keep its id, forward no further
-            problem = ids.forwarded_id_error(forwarded_id)
-            if problem is not None:
-                return _error(400, f"{peers.EVENT_ID_HEADER} {problem}")
-            event_id = ids.parse_id(forwarded_id)
-            event, delivered = local.publish(data, name, event_id=event_id)
-            return JSONResponse({"id": event.id, "subscribers": delivered}, status_code=202)
-
-        event, delivered = local.publish(data, name)
-        forwarder.submit(event.id, body)  # queued: a slow or stopped peer never delays this
+        else:
+            event, delivered = local.publish(data, name)
         return JSONResponse({"id": event.id, "subscribers": delivered}, status_code=202)
 
     async def page(request: Request) -> Response:
@@ -129,8 +114,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             # broker; "status" and "broker" say whether events flow.
             status = "ok" if shared.available else "broker_down"
             return JSONResponse({"status": status, "broker": shared.health()})
-        # peer forwarding counts (sent, failed attempts, dropped, last error) per peer
-        return JSONResponse({"status": "ok", "peers": forwarder.stats()})
+        return JSONResponse({"status": "ok"})  # no broker: events live in this process
 
     async def version(request: Request) -> Response:
         return JSONResponse({"version": settings.app_version})

@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sse_app import __version__
-from sse_app.peers import parse_peers
 
 
 @dataclass(frozen=True)
@@ -23,10 +22,11 @@ class Settings:
     subscriber_queue: int = 256
     publish_token: str = ""
     app_version: str = __version__
-    # the other backends behind the same nginx upstream, host:port (see peers.py)
-    peers: tuple[str, ...] = ()
+    # SSE_PEERS was set: deprecated and ignored, the peer forwarding is gone (a warning
+    # at start for one release, then the variable goes away)
+    peers_ignored: bool = False
     # a Redis server every worker and backend shares (see redis_broker.py); empty: events
-    # live in this process only (one worker, SSE_PEERS between backends)
+    # live in this process only (one worker, one backend)
     broker_url: str = ""
     broker_stream: str = "sse:events"
     broker_maxlen: int = 10000
@@ -42,7 +42,7 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-        settings = cls(
+        return cls(
             retry_ms=_int(env, "SSE_RETRY_MS", cls.retry_ms, minimum=0),
             keepalive_interval=_positive_float(
                 env, "SSE_KEEPALIVE_INTERVAL", cls.keepalive_interval
@@ -52,18 +52,11 @@ class Settings:
             # Whitespace around a token is always a templating accident, never intended.
             publish_token=env.get("SSE_PUBLISH_TOKEN", "").strip(),
             app_version=env.get("SSE_APP_VERSION", "").strip() or __version__,
-            peers=parse_peers(env.get("SSE_PEERS", "")),
+            peers_ignored=_raw(env, "SSE_PEERS") is not None,
             broker_url=_broker_url(env),
             broker_stream=_broker_stream(env),
             broker_maxlen=_int(env, "SSE_BROKER_MAXLEN", cls.broker_maxlen, minimum=1),
         )
-        if settings.broker_url and settings.peers:
-            # forwarding into a shared broker would append every event once per backend
-            raise ValueError(
-                "SSE_PEERS and SSE_BROKER_URL are exclusive: with a broker every backend"
-                " reads the same events (SSE_PEERS is deprecated, leave it empty)"
-            )
-        return settings
 
 
 def _raw(env: Mapping[str, str], name: str) -> str | None:
