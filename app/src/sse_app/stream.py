@@ -1,9 +1,13 @@
-"""The long-lived text/event-stream response for one subscriber."""
+"""The long-lived text/event-stream response for one subscriber.
+
+Per open stream the worker holds the request's own task (it writes the stream), one
+task that watches for the client going away, and a Subscription (a cursor into the
+worker's event log, broker.py).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -37,6 +41,7 @@ class EventStreamResponse(Response):
         self.last_event_id = last_event_id
         self.status_code = 200
         self.background = None
+        self._abandoned = False
         self.init_headers(
             {
                 # An EventSource must never be served from a cache.
@@ -47,73 +52,86 @@ class EventStreamResponse(Response):
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        grace: list[asyncio.TimerHandle] = []
+
+        def abandon() -> None:
+            # Still writing a grace period after the close: blocked on a stalled peer.
+            # Returning without finishing the response makes the server close the
+            # connection (it logs that as an error).
+            self._abandoned = True
+            task.cancel()
+
+        def on_close() -> None:
+            grace.append(loop.call_later(WRITER_GRACE_SECONDS, abandon))
+
         # Subscribe before anything is sent: from here on no published event is missed.
         sub = self.broker.subscribe(self.last_event_id)
-        writer = asyncio.create_task(self._write(send, sub))
-        watcher = asyncio.create_task(_watch_disconnect(receive, sub))
-        closed = asyncio.create_task(sub.wait_closed())
+        sub.on_close = on_close
+        if sub.closed:
+            on_close()
+        watcher = loop.create_task(_watch_disconnect(receive, sub))
         try:
-            await asyncio.wait({writer, closed}, return_when=asyncio.FIRST_COMPLETED)
-            if not writer.done():
-                await asyncio.wait({writer}, timeout=WRITER_GRACE_SECONDS)
-            if not writer.done():
-                # Blocked on a stalled peer. Returning without finishing the response
-                # makes the server close the connection (it logs that as an error).
-                writer.cancel()
-                await asyncio.wait({writer})
-            if not writer.cancelled():
-                writer.result()  # surface the writer's own errors
+            await self._write(send, sub)
+        except asyncio.CancelledError:
+            if not self._abandoned or task.uncancel() > 0:
+                raise  # cancelled by someone else too (the server)
         finally:
+            sub.on_close = None
             self.broker.unsubscribe(sub)
-            for task in (writer, watcher, closed):
-                task.cancel()
+            watcher.cancel()
+            for timer in grace:
+                timer.cancel()
+
+    def _wrote(self, sub: Subscription) -> None:
+        sub.last_write = asyncio.get_running_loop().time()
 
     async def _write(self, send: Send, sub: Subscription) -> None:
+        loop = asyncio.get_running_loop()
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         # The first bytes go out on their own and at once: proxies and browsers see a
         # live response instead of an empty one that looks stalled.
         await send(_body(sse.OK))
         await send(_body(sse.retry(self.retry_ms)))
 
-        loop = asyncio.get_running_loop()
-        self._last_write = loop.time()
-        replayed: set[int] = set()
+        # The last id sent (None: none yet). Ids only grow, in-process and in the broker's
+        # one global order, so a live event at or below it was already replayed.
+        last_sent: int | None = None
         for missed in sub.backlog:
             await send(_body(sse.event(missed.id, missed.data, missed.name)))
-            replayed.add(missed.id)
-            self._last_write = loop.time()
-        # With a broker: the last id sent, in the one global order (None: none yet).
-        last_sent: int | None = None
+            last_sent = missed.id
+        self._wrote(sub)
         if sub.resume_after is not None and isinstance(self.broker, RedisBroker):
             last_sent = await self._replay_from_broker(send, sub, self.broker, sub.resume_after)
 
         while sub.closed_reason not in ("disconnect", "overflow"):
             event = sub.pop()
             if event is not None:
-                if sub.ordered:
-                    # the live queue was filled from before the replay read: skip overlap
-                    duplicate = last_sent is not None and event.id <= last_sent
-                else:
-                    # Dedupe against the replayed backlog in case an event reached both.
-                    # Not by "id > last sent": a peer's event may arrive after a newer one.
-                    duplicate = event.id in replayed
-                if not duplicate:
+                if last_sent is None or event.id > last_sent:
                     await send(_body(sse.event(event.id, event.data, event.name)))
                     last_sent = event.id
-                    self._last_write = loop.time()
+                    self._wrote(sub)
                 continue
-            if sub.closed:  # shutdown: queued events were flushed above, now end
+            if sub.closed:  # shutdown: the events it had were flushed above, now end
                 break
-            idle_deadline = self._last_write + self.keepalive_interval
-            if not await sub.wait(max(0.0, idle_deadline - loop.time())):
+            idle_deadline = sub.last_write + self.keepalive_interval
+            if loop.time() >= idle_deadline:
                 await send(_body(sse.KEEPALIVE))
-                self._last_write = loop.time()
+                self._wrote(sub)
+                continue
+            await sub.wait(idle_deadline - loop.time())
 
         # A clean end of the chunked body: the browser reconnects after `retry` ms.
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _replay_from_broker(
-        self, send: Send, sub: Subscription, broker: RedisBroker, after: int
+        self,
+        send: Send,
+        sub: Subscription,
+        broker: RedisBroker,
+        after: int,
     ) -> int | None:
         """Send what the client missed after ``after``; returns the id it now holds.
 
@@ -121,7 +139,6 @@ class EventStreamResponse(Response):
         again; events published meanwhile queue up in ``sub`` (or close it on overflow,
         and the client resumes by Last-Event-ID).
         """
-        loop = asyncio.get_running_loop()
         start: int | None = None
         floor = after
         while not sub.closed:
@@ -136,7 +153,7 @@ class EventStreamResponse(Response):
                 if event.id > floor:
                     await send(_body(sse.event(event.id, event.data, event.name)))
                     floor = event.id
-                    self._last_write = loop.time()
+                    self._wrote(sub)
                 start = event.id
             if len(page) < REPLAY_PAGE:
                 break
@@ -147,13 +164,13 @@ class EventStreamResponse(Response):
         loop = asyncio.get_running_loop()
         end = loop.time() + seconds
         while not sub.closed and (now := loop.time()) < end:
-            keepalive_at = self._last_write + self.keepalive_interval
+            keepalive_at = sub.last_write + self.keepalive_interval
             if now >= keepalive_at:
                 await send(_body(sse.KEEPALIVE))
-                self._last_write = now
+                self._wrote(sub)
                 continue
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(sub.wait_closed(), min(end, keepalive_at) - now)
+            # live events wait in the log until the replay is done
+            await sub.wait(min(end, keepalive_at) - now, events=False)
 
 
 async def _watch_disconnect(receive: Receive, sub: Subscription) -> None:
