@@ -2,12 +2,17 @@
 
 Per open stream the worker holds the request's own task (it writes the stream), one
 task that watches for the client going away, and a Subscription (a cursor into the
-worker's event log, broker.py).
+worker's event log, broker.py). Keepalives come from one sweep per worker and
+interval (``KeepaliveSweep``): a heap of when each stream falls due, and one timer for
+the earliest, instead of a timer per stream.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
+import math
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -22,6 +27,77 @@ from sse_app.redis_broker import REPLAY_PAGE, BrokerUnavailable, RedisBroker
 WRITER_GRACE_SECONDS = 1.0
 # How often a resuming stream asks an unreachable broker again (keepalives go on).
 BROKER_RETRY_SECONDS = 0.5
+# A stream due within this much is written in the same sweep (one timer, not two).
+SWEEP_SLACK_SECONDS = 0.001
+
+
+class KeepaliveSweep:
+    """Flags every stream idle for a whole interval and wakes it to write a keepalive.
+
+    One per event loop and interval. Streams enter the heap after a write, due one
+    interval later; an entry whose stream wrote meanwhile (an event) is pushed back to
+    its new time when it comes up, so a write costs no heap work.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, interval: float) -> None:
+        self._loop = loop
+        self._interval = interval
+        self._heap: list[tuple[float, int, Subscription]] = []
+        self._order = itertools.count()  # ties never compare two Subscriptions
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def schedule(self, sub: Subscription) -> None:
+        """Due one interval after ``sub.last_write`` (no-op while already in the heap)."""
+        if sub.scheduled:
+            return
+        sub.scheduled = True
+        due = sub.last_write + self._interval
+        heapq.heappush(self._heap, (due, next(self._order), sub))
+        if due < self._timer_at:
+            self._arm(due)
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = self._loop.call_at(when, self._sweep)
+
+    def _sweep(self) -> None:
+        self._timer, self._timer_at = None, math.inf
+        heap = self._heap
+        now = self._loop.time() + SWEEP_SLACK_SECONDS
+        while heap and heap[0][0] <= now:
+            sub = heapq.heappop(heap)[2]
+            sub.scheduled = False
+            if sub.closed:
+                continue
+            due = sub.last_write + self._interval
+            if due > now:  # wrote since it was scheduled: not idle for an interval yet
+                sub.scheduled = True
+                heapq.heappush(heap, (due, next(self._order), sub))
+                continue
+            sub.keepalive_due = True
+            sub.wake()
+        if heap:
+            self._arm(heap[0][0])
+
+
+_SWEEPS: dict[tuple[asyncio.AbstractEventLoop, float], KeepaliveSweep] = {}
+
+
+def keepalive_sweep(interval: float) -> KeepaliveSweep:
+    """The running loop's sweep for ``interval`` (created on first use)."""
+    loop = asyncio.get_running_loop()
+    sweep = _SWEEPS.get((loop, interval))
+    if sweep is None:
+        for key in [key for key in _SWEEPS if key[0].is_closed()]:
+            del _SWEEPS[key]  # a loop that is gone (tests run servers on several)
+        sweep = _SWEEPS[(loop, interval)] = KeepaliveSweep(loop, interval)
+    return sweep
 
 
 class EventStreamResponse(Response):
@@ -74,7 +150,7 @@ class EventStreamResponse(Response):
             on_close()
         watcher = loop.create_task(_watch_disconnect(receive, sub))
         try:
-            await self._write(send, sub)
+            await self._write(send, sub, keepalive_sweep(self.keepalive_interval))
         except asyncio.CancelledError:
             if not self._abandoned or task.uncancel() > 0:
                 raise  # cancelled by someone else too (the server)
@@ -85,11 +161,12 @@ class EventStreamResponse(Response):
             for timer in grace:
                 timer.cancel()
 
-    def _wrote(self, sub: Subscription) -> None:
+    def _wrote(self, sub: Subscription, sweep: KeepaliveSweep) -> None:
         sub.last_write = asyncio.get_running_loop().time()
+        sub.keepalive_due = False
+        sweep.schedule(sub)
 
-    async def _write(self, send: Send, sub: Subscription) -> None:
-        loop = asyncio.get_running_loop()
+    async def _write(self, send: Send, sub: Subscription, sweep: KeepaliveSweep) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         # The first bytes go out on their own and at once: proxies and browsers see a
         # live response instead of an empty one that looks stalled.
@@ -102,9 +179,11 @@ class EventStreamResponse(Response):
         for missed in sub.backlog:
             await send(_body(sse.event(missed.id, missed.data, missed.name)))
             last_sent = missed.id
-        self._wrote(sub)
+        self._wrote(sub, sweep)
         if sub.resume_after is not None and isinstance(self.broker, RedisBroker):
-            last_sent = await self._replay_from_broker(send, sub, self.broker, sub.resume_after)
+            last_sent = await self._replay_from_broker(
+                send, sub, sweep, self.broker, sub.resume_after
+            )
 
         while sub.closed_reason not in ("disconnect", "overflow"):
             event = sub.pop()
@@ -112,16 +191,15 @@ class EventStreamResponse(Response):
                 if last_sent is None or event.id > last_sent:
                     await send(_body(sse.event(event.id, event.data, event.name)))
                     last_sent = event.id
-                    self._wrote(sub)
+                    self._wrote(sub, sweep)
                 continue
             if sub.closed:  # shutdown: the events it had were flushed above, now end
                 break
-            idle_deadline = sub.last_write + self.keepalive_interval
-            if loop.time() >= idle_deadline:
+            if sub.keepalive_due:
                 await send(_body(sse.KEEPALIVE))
-                self._wrote(sub)
+                self._wrote(sub, sweep)
                 continue
-            await sub.wait(idle_deadline - loop.time())
+            await sub.wait()
 
         # A clean end of the chunked body: the browser reconnects after `retry` ms.
         await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -130,6 +208,7 @@ class EventStreamResponse(Response):
         self,
         send: Send,
         sub: Subscription,
+        sweep: KeepaliveSweep,
         broker: RedisBroker,
         after: int,
     ) -> int | None:
@@ -147,30 +226,31 @@ class EventStreamResponse(Response):
                     start, floor = await broker.replay_start(after)
                 page = await broker.read_after(start)
             except BrokerUnavailable:
-                await self._pause(send, sub, BROKER_RETRY_SECONDS)
+                await self._pause(send, sub, sweep, BROKER_RETRY_SECONDS)
                 continue
             for event in page:
                 if event.id > floor:
                     await send(_body(sse.event(event.id, event.data, event.name)))
                     floor = event.id
-                    self._wrote(sub)
+                    self._wrote(sub, sweep)
                 start = event.id
             if len(page) < REPLAY_PAGE:
                 break
         return floor
 
-    async def _pause(self, send: Send, sub: Subscription, seconds: float) -> None:
+    async def _pause(
+        self, send: Send, sub: Subscription, sweep: KeepaliveSweep, seconds: float
+    ) -> None:
         """Wait ``seconds`` (less if the stream closes), keeping the keepalives on time."""
         loop = asyncio.get_running_loop()
         end = loop.time() + seconds
         while not sub.closed and (now := loop.time()) < end:
-            keepalive_at = sub.last_write + self.keepalive_interval
-            if now >= keepalive_at:
+            if sub.keepalive_due:
                 await send(_body(sse.KEEPALIVE))
-                self._wrote(sub)
+                self._wrote(sub, sweep)
                 continue
             # live events wait in the log until the replay is done
-            await sub.wait(min(end, keepalive_at) - now, events=False)
+            await sub.wait(end - now, events=False)
 
 
 async def _watch_disconnect(receive: Receive, sub: Subscription) -> None:
