@@ -13,6 +13,7 @@ import asyncio
 import heapq
 import itertools
 import math
+import random
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -110,9 +111,12 @@ class EventStreamResponse(Response):
         retry_ms: int,
         keepalive_interval: float,
         last_event_id: int | None = None,
+        retry_jitter_ms: int = 0,
     ) -> None:
         self.broker = broker
-        self.retry_ms = retry_ms
+        # Each stream its own retry: when many streams end at once (a reload), their
+        # clients then come back spread over the jitter instead of in the same second.
+        self.retry_ms = retry_ms + (random.randint(0, retry_jitter_ms) if retry_jitter_ms else 0)
         self.keepalive_interval = keepalive_interval
         self.last_event_id = last_event_id
         self.status_code = 200
