@@ -72,6 +72,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         return EventStreamResponse(
             broker,
             retry_ms=settings.retry_ms,
+            retry_jitter_ms=settings.retry_jitter_ms,
             keepalive_interval=settings.keepalive_interval,
             last_event_id=_last_event_id(request),
         )

@@ -3,10 +3,10 @@
 A publish is one XADD (``MAXLEN ~`` bounds the log) and its id is the one Redis gives,
 so there is one order for the whole fleet. Each worker runs one reader task: an XREAD
 BLOCK loop from the last id it has seen, fanning what it reads out to the worker's
-open streams through the same Subscription queues as the in-process broker. A stream
-that resumes (Last-Event-ID) first reads what it missed with XRANGE, then goes live
-from the queue it registered before that read, skipping ids it already sent (one order
-everywhere, so "id <= last sent" is a duplicate).
+open streams through the same per-worker log (broker.Fanout) as the in-process broker.
+A stream that resumes (Last-Event-ID) first reads what it missed with XRANGE, then goes
+live from the log position it took before that read, skipping ids it already sent (one
+order everywhere, so "id <= last sent" is a duplicate).
 
 When Redis is unreachable the reader retries with backoff from the same id (nothing in
 the log is skipped), streams stay open with their keepalives, publishes raise
@@ -27,7 +27,7 @@ from redis.exceptions import RedisError, ResponseError
 from redis.retry import Retry
 
 from sse_app import ids
-from sse_app.broker import Event, Subscription
+from sse_app.broker import Event, Fanout, Subscription
 
 log = logging.getLogger("sse_app.redis_broker")
 
@@ -58,8 +58,7 @@ class RedisBroker:
         self._stream = stream
         self._maxlen = maxlen
         self._replay_size = replay_size
-        self._queue_limit = queue_limit
-        self._subscribers: set[Subscription] = set()
+        self._fanout = Fanout(queue_limit)
         self._closed = False
         self._redis: aioredis.Redis | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -95,9 +94,7 @@ class RedisBroker:
     def close(self) -> None:
         """End every open stream and refuse new ones (called from the signal hook too)."""
         self._closed = True
-        for sub in self._subscribers:
-            sub.close("shutdown")
-        self._subscribers.clear()
+        self._fanout.close("shutdown")
         if self._reader is not None:
             self._reader.cancel()
 
@@ -112,20 +109,19 @@ class RedisBroker:
 
     @property
     def subscriber_count(self) -> int:
-        return len(self._subscribers)
+        return len(self._fanout.subscribers)
 
     def subscribe(self, last_event_id: int | None = None) -> Subscription:
-        sub = Subscription(self._queue_limit)
-        sub.ordered = True
+        sub = Subscription(self._fanout)
         sub.resume_after = last_event_id
         if self._closed:
             sub.close("shutdown")
         else:
-            self._subscribers.add(sub)
+            self._fanout.add(sub)
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
-        self._subscribers.discard(sub)
+        self._fanout.discard(sub)
 
     async def publish(self, data: str, name: str | None = None) -> tuple[Event, int]:
         """Append one event; returns it and how many streams this worker holds."""
@@ -139,7 +135,7 @@ class RedisBroker:
         except (RedisError, OSError) as exc:
             self._down(exc)
             raise BrokerUnavailable(_describe(exc)) from None
-        return Event(ids.from_stream_id(raw), data, name), len(self._subscribers)
+        return Event(ids.from_stream_id(raw), data, name), len(self._fanout.subscribers)
 
     # --- replay for a stream that resumes ----------------------------------------------
 
@@ -238,12 +234,7 @@ class RedisBroker:
                 for raw_id, fields in entries:
                     event = _event(raw_id, fields)
                     self._position = event.id
-                    self._fan_out(event)
-
-    def _fan_out(self, event: Event) -> None:
-        for sub in list(self._subscribers):
-            if not sub.offer(event):
-                self._subscribers.discard(sub)
+                    self._fanout.publish(event)
 
     def _up(self) -> None:
         if self._state != "up":

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 
 from sse_app import __version__
 
+# A reconnect spread wider than 10 minutes is a typo, not a herd remedy.
+MAX_JITTER_MS = 600_000
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -30,6 +33,9 @@ class Settings:
     broker_url: str = ""
     broker_stream: str = "sse:events"
     broker_maxlen: int = 10000
+    # each stream's retry: is retry_ms plus a uniform 0..jitter ms, so that clients cut at
+    # once (a reload, a restart) come back spread over the jitter, not in one herd
+    retry_jitter_ms: int = 0
 
     @property
     def publishing_enabled(self) -> bool:
@@ -56,6 +62,9 @@ class Settings:
             broker_url=_broker_url(env),
             broker_stream=_broker_stream(env),
             broker_maxlen=_int(env, "SSE_BROKER_MAXLEN", cls.broker_maxlen, minimum=1),
+            retry_jitter_ms=_int(
+                env, "SSE_RETRY_JITTER_MS", cls.retry_jitter_ms, minimum=0, maximum=MAX_JITTER_MS
+            ),
         )
 
 
@@ -64,7 +73,9 @@ def _raw(env: Mapping[str, str], name: str) -> str | None:
     return value or None  # empty counts as unset, as systemd Environment= often leaves it
 
 
-def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
+def _int(
+    env: Mapping[str, str], name: str, default: int, *, minimum: int, maximum: int | None = None
+) -> int:
     raw = _raw(env, name)
     if raw is None:
         return default
@@ -74,6 +85,8 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> in
         raise ValueError(f"{name} must be an integer, got {raw!r}") from None
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}")
     return value
 
 
