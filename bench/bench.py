@@ -190,8 +190,12 @@ class Bench:
     def apply_settings(self) -> None:
         """--set on a running deployment (--no-deploy): the nginx variables by proxy.yml."""
         if self.settings:
-            info = self.playbook("playbook-settings", "proxy.yml", self.settings)
+            # a stamp header too, so nginx always reloads: fresh workers for the memory figures
+            stamp = time.strftime("%Y%m%d%H%M%S")
+            extra = {"sse_nginx_extra_directives": [f'add_header X-Bench-Run "{stamp}" always;']}
+            info = self.playbook("playbook-settings", "proxy.yml", {**extra, **self.settings})
             self.phase("proxy.yml with --set", info["end"] - info["start"])
+            time.sleep(3.0)  # the old workers (no streams left) exit before the idle sample
 
     def install_probe(self) -> None:
         self.podman("mkdir", "-p", f"{IN}/{PROBE_PACKAGE}")
