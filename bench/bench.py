@@ -390,13 +390,14 @@ class Bench:
             raise SystemExit(f"bench: unknown scenario(s) {unknown}; known: {SCENARIOS}")
         runs: dict[str, Any] = {}
         naive = ["--first-byte-timeout", f"{NAIVE_FIRST_BYTE_TIMEOUT:g}"]
-        for name, target, extra in (
-            ("hold", NGINX, []),
-            ("direct", DIRECT, []),
-            ("baseline", NAIVE, naive),
+        for name, target, extra, streams in (
+            ("hold", NGINX, [], a.streams),
+            ("direct", DIRECT, [], a.streams),
+            ("baseline", NAIVE, naive, a.baseline_streams),
         ):
             if name in wanted:
-                runs[name] = self.measure(name, target, a.streams, a.hold, ramp, extra)
+                r_ramp = ramp if streams == a.streams else ramp_for(streams)
+                runs[name] = self.measure(name, target, streams, a.hold, r_ramp, extra)
         if "fanout" in wanted:
             runs["fanout"] = self.fanout("fanout")
         publish = ["--publish-url", PUBLISH_URL, "--publish-token", self.token]
@@ -428,6 +429,7 @@ class Bench:
             "hold_s": a.hold,
             "ramp_s": ramp,
             "reload_streams": a.reload_streams,
+            "baseline_streams": a.baseline_streams,
             "restart_streams": a.restart_streams,
             "keepalive_interval_s": self.keepalive,
             "worker_shutdown_timeout_s": self.shutdown_timeout,
@@ -495,6 +497,11 @@ def main() -> int:
         metavar="VAR=VALUE",
         help="a role variable for the deployment (YAML value), e.g. sse_nginx_ssl_buffer_size=4096",
     )
+    parser.add_argument(
+        "--baseline-streams",
+        type=int,
+        help="naive deployment's streams (default: min(--streams, 2000); it serves ~10 anyway)",
+    )
     parser.add_argument("--fanout-streams", type=int, default=2000)
     parser.add_argument("--fanout-hold", type=float, default=30.0)
     parser.add_argument("--fanout-rate", type=float, default=10.0, help="events published a second")
@@ -513,6 +520,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.reload_streams is None:
         args.reload_streams = args.streams
+    if args.baseline_streams is None:
+        args.baseline_streams = min(args.streams, 2000)
     if args.restart_streams is None:
         args.restart_streams = min(args.streams, 1000)
     return Bench(args).main()
