@@ -548,7 +548,7 @@ def _intro(r: dict[str, Any]) -> list[str]:
         "",
         f"Sizes: hold/direct {meta['streams']:,} streams, ramp {meta['ramp_s']:g} s, hold"
         f" {meta['hold_s']:g} s; baseline {meta.get('baseline_streams', meta['streams']):,}"
-        " streams; reload {meta['reload_streams']:,} streams; restart"
+        f" streams; reload {meta['reload_streams']:,} streams; restart"
         f" {meta['restart_streams']:,} streams; keepalive every {meta['keepalive_interval_s']:g} s;"
         f" worker_shutdown_timeout {meta['worker_shutdown_timeout_s']:g} s; fan-out"
         f" {meta.get('fanout_streams', 0):,} streams, {meta.get('fanout_rate_per_s', 0):g}"
