@@ -678,6 +678,20 @@ def _method_and_wall_time(meta: dict[str, Any]) -> list[str]:
         " First byte: request sent -> first body"
         " byte (`:ok`); connect start -> `:ok` adds the TCP and TLS handshakes. Keepalive"
         " lateness: gap since the stream's previous bytes minus the 5 s interval.",
+        "- TLS: every load through nginx runs with `--tls-resume`: the first stream does a"
+        " full handshake, every later connection offers the newest session an earlier one got"
+        " (nginx's shared session cache), as a browser returning to the site does; the"
+        " resumed first connections have their own figures (the goal table uses them), the"
+        " full handshakes are counted beside them. HTTP/2 multiplexing is not measured:"
+        " `sseprobe load` speaks HTTP/1.1 on its own asyncio parser, and the container's"
+        " python3 has no `h2` (the `check --http2` path needs it); an HTTP/2 load is a"
+        " framing layer of its own, left for later.",
+        "- Reconnect herd: reconnects per second from the load's per-second series; the"
+        " busiest second's share of all reconnects and the seconds that hold 10-90 % of"
+        " them (plot: reconnects per second).",
+        "- Fan-out: one event every 1/rate s published straight to the backend; each event's"
+        " data carries its sequence number, so every delivery is timed from its publish"
+        " request being sent to its arrival on the stream (one clock, the load's process).",
         "- Events lost (reload, restart): the load publishes one event a second itself (POST"
         " /notify/publish straight to the backend) and knows each event's id, so a stream"
         " loses an event it was subscribed for and never received, across reconnects.",
