@@ -187,6 +187,12 @@ class Bench:
             self.run("molecule-converge", ["molecule", "converge", "-s", SCENARIO, *extra]),
         )
 
+    def naive(self, action: str) -> None:
+        """Start or stop the naive deployment: it runs for the baseline only. Its nginx
+        workers beside the role's would keep the role's reload check (sse_nginx's
+        nginx_reload: no worker from before may still accept) from ever passing."""
+        self.podman("systemctl", action, "sse-naive-nginx.service", "sse-naive-app.service")
+
     def apply_settings(self) -> None:
         """--set on a running deployment (--no-deploy): the nginx variables by proxy.yml."""
         if self.settings:
@@ -397,7 +403,11 @@ class Bench:
         ):
             if name in wanted:
                 r_ramp = ramp if streams == a.streams else ramp_for(streams)
+                if name == "baseline":
+                    self.naive("start")
                 runs[name] = self.measure(name, target, streams, a.hold, r_ramp, extra)
+                if name == "baseline":
+                    self.naive("stop")
         if "fanout" in wanted:
             runs["fanout"] = self.fanout("fanout")
         publish = ["--publish-url", PUBLISH_URL, "--publish-token", self.token]
@@ -449,7 +459,8 @@ class Bench:
         wall = time.monotonic()
         if not a.no_deploy:
             self.deploy()
-        else:
+        self.naive("stop")
+        if a.no_deploy:
             self.apply_settings()
         self.install_probe()
         ramp = a.ramp if a.ramp is not None else ramp_for(a.streams)
