@@ -134,7 +134,12 @@ class Bench:
         self.token = str(self.vars["sse_backend_publish_token"])
         self.env = dict(os.environ, MOLECULE_EPHEMERAL_DIRECTORY=str(EPHEMERAL))
         self.settings = dict(args.set)
-        if args.retry_jitter_ms is not None:
+        if args.retry_jitter_ms is None:
+            # molecule.yml's (the default run's) jitter, for the report
+            env = self.vars.get("sse_backend_env") or {}
+            if "SSE_RETRY_JITTER_MS" in env:
+                args.retry_jitter_ms = int(env["SSE_RETRY_JITTER_MS"])
+        else:
             # the app's reconnect jitter (SSE_RETRY_JITTER_MS): each stream's retry: spread
             env = dict(self.vars.get("sse_backend_env") or {})
             env["SSE_RETRY_JITTER_MS"] = str(args.retry_jitter_ms)

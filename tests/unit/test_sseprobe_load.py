@@ -252,6 +252,10 @@ def test_dropped_streams_resume_without_loss(broker: Broker) -> None:
     assert r["events_lost"] == 0 and r["duplicates"] == 0
     # back after the server's retry: (100 ms) plus the reconnect
     assert RETRY_MS <= r["time_back_ms"]["p50"] < RETRY_MS + 300
+    # beyond its own wait (the retry: it got): exactly the retry less, stream by stream
+    assert r["back_over_retry_ms"]["n"] == 20 and r["retry_range_ms"] == [RETRY_MS, RETRY_MS]
+    for key in ("p50", "max"):
+        assert round(r["time_back_ms"][key] - r["back_over_retry_ms"][key]) == RETRY_MS
     resumes = [h for t, h in broker.requests if "last-event-id" in h]
     assert len(resumes) == 20 and all(int(h["last-event-id"]) >= 1000 for h in resumes)
 

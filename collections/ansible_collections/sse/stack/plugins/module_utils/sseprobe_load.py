@@ -227,7 +227,10 @@ def load(
     * A dropped client waits ``reconnect_delay`` (default: the server's ``retry:``) and
       reconnects with ``Last-Event-ID`` until it is back or the run ends; unlike EventSource
       it also retries after a non-200 answer so that the time back stays measurable
-      (``non_200`` and ``statuses`` count those answers). time_back: drop to first byte.
+      (``non_200`` and ``statuses`` count those answers). time_back: drop to first byte;
+      back_over_retry: time back minus the client's own wait after the drop (its
+      ``retry:``, which differs per stream when the server jitters it); retry_range_ms:
+      the smallest and largest ``retry:`` seen.
     * first_byte_ms: request sent to first body byte, first connections only (as ``check``);
       connect_ms: TCP (+TLS) connect; ok_ms: connect start to first body byte.
     * keepalive lateness: for every ``:keepalive``, the time since the previous body bytes

@@ -81,6 +81,7 @@ class _Stream:
         "received",
         "resumes",
         "retry_ms",
+        "waited_ms",
     )
 
     def __init__(self, index: int) -> None:
@@ -98,6 +99,7 @@ class _Stream:
         self.last_int: int | None = None
         self.received: set[int] = set()
         self.retry_ms: int | None = None
+        self.waited_ms: float | None = None  # its wait after the latest drop (retry:)
 
 
 LoadProgress = Callable[[dict[str, Any]], None]
@@ -166,6 +168,10 @@ class LoadRun:
         self.sent_at: dict[int, float] = {}
         self.publish_window: tuple[float, float] | None = None
         self.time_back_ms: list[float] = []
+        # time back minus the retry: the stream itself waited (a jittered retry: differs
+        # per stream): what the server's side added
+        self.over_retry_ms: list[float] = []
+        self.retry_range: list[int] = []  # the smallest and largest retry: seen
         self.lateness_ms: list[float] = []
         self.bunched = 0
         self.retry_hint: int | None = None
@@ -296,6 +302,8 @@ class LoadRun:
                     delay = DEFAULT_RECONNECT_DELAY
                 if loop.time() + delay >= self.end_at:
                     return
+                if s.waited_ms is None:
+                    s.waited_ms = delay * 1000.0  # the client's own wait after the drop
                 await asyncio.sleep(delay)
                 resume = True
         finally:
@@ -395,8 +403,13 @@ class LoadRun:
                 self._item(s, item)
             if sse.id_seen:
                 s.last_id = sse.last_event_id
-            if sse.retry_ms is not None:
+            if sse.retry_ms is not None and sse.retry_ms != s.retry_ms:
                 s.retry_ms = self.retry_hint = sse.retry_ms
+                if not self.retry_range:
+                    self.retry_range = [sse.retry_ms, sse.retry_ms]
+                elif not self.retry_range[0] <= sse.retry_ms <= self.retry_range[1]:
+                    low, high = self.retry_range
+                    self.retry_range = [min(low, sse.retry_ms), max(high, sse.retry_ms)]
         if c.first:
             s.prev_at = at
         error = http.error or sse.error
@@ -451,6 +464,9 @@ class LoadRun:
             s.resumes += 1
             self.reconnects += 1
             self.time_back_ms.append((at - s.dropped_at) * 1000.0)
+            if s.waited_ms is not None:
+                self.over_retry_ms.append((at - s.dropped_at) * 1000.0 - s.waited_ms)
+                s.waited_ms = None
         s.open = True
         s.prev_at = at
         self.open += 1

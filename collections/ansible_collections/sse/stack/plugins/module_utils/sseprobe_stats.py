@@ -146,6 +146,8 @@ def summarise(run: LoadRun) -> dict[str, Any]:
         "limits": run.limits,
         "delivery_ms": percentiles(list(run.delivery_ms), (50, 95, 99)),
         "time_back_ms": percentiles(run.time_back_ms),
+        "back_over_retry_ms": percentiles(run.over_retry_ms),
+        "retry_range_ms": run.retry_range,
         "retry_ms": run.retry_hint,
         "keepalive_interval_s": cfg.keepalive_interval,
         "keepalives": run.keepalives,
