@@ -12,6 +12,16 @@
                variable (the role's reload path); events published once a second
      restart   streams through nginx while playbooks/backend.yml deploys a new
                sse_backend_version (the role's restart path); events published once a second
+     fanout    streams through nginx while events are published at a fixed rate straight to
+               the backend (single process, no broker): publish -> receipt latency
+     fanout-broker  the same after playbooks/broker.yml (redis-server in the container,
+               roles/sse_broker) and backend.yml with sse_backend_broker_url (always last:
+               it changes the backend)
+   Every load through nginx resumes TLS sessions after its first stream (--tls-resume),
+   as returning browsers do. --set VAR=VALUE (repeatable) gives a role variable to the
+   deployment (converge; with --no-deploy: playbooks/proxy.yml applies it first), so a
+   lever is measured in one invocation, e.g. `--scenarios hold --set
+   sse_nginx_ssl_buffer_size=4096`.
    runner.py samples memory, descriptors and CPU of nginx and the backend from /proc.
 3. Writes bench/results/results.json, REPORT.md and bench.png (bench/report.py), then
    destroys the container (--keep leaves it).
@@ -61,6 +71,9 @@ ACTION_HOLD = 420.0  # upper bound of a reload/restart load; it is stopped well 
 PLAYBOOK_TIMEOUT = 300.0
 RESUME_SETTLE = 5.0  # seconds after every client is connected again before the load stops
 RESUME_LIMIT = 90.0  # the longest wait for the clients to come back
+# the broker of the fanout-broker scenario: redis-server on loopback in the container
+BROKER_URL = "redis://:{password}@127.0.0.1:6379/0"  # sse_broker_password: molecule.yml
+SCENARIOS = "hold,direct,baseline,fanout,reload,restart,fanout-broker"
 # ESTABLISHED client connections to a port, counted from /proc/net/tcp{,6} in the container
 COUNT_CLIENTS = """
 import sys
@@ -120,6 +133,17 @@ class Bench:
         self.keepalive = float(self.vars["sse_backend_keepalive_interval"])
         self.token = str(self.vars["sse_backend_publish_token"])
         self.env = dict(os.environ, MOLECULE_EPHEMERAL_DIRECTORY=str(EPHEMERAL))
+        self.settings = dict(args.set)
+        if args.retry_jitter_ms is None:
+            # molecule.yml's (the default run's) jitter, for the report
+            env = self.vars.get("sse_backend_env") or {}
+            if "SSE_RETRY_JITTER_MS" in env:
+                args.retry_jitter_ms = int(env["SSE_RETRY_JITTER_MS"])
+        else:
+            # the app's reconnect jitter (SSE_RETRY_JITTER_MS): each stream's retry: spread
+            env = dict(self.vars.get("sse_backend_env") or {})
+            env["SSE_RETRY_JITTER_MS"] = str(args.retry_jitter_ms)
+            self.settings["sse_backend_env"] = env
         self.phases: dict[str, float] = {}
         LOGS.mkdir(parents=True, exist_ok=True)
 
@@ -162,10 +186,27 @@ class Bench:
         self.phase(
             "molecule create", self.run("molecule-create", ["molecule", "create", "-s", SCENARIO])
         )
+        extra = ["--", "-e", json.dumps(self.settings)] if self.settings else []
         self.phase(
             "molecule converge (site.yml + naive)",
-            self.run("molecule-converge", ["molecule", "converge", "-s", SCENARIO]),
+            self.run("molecule-converge", ["molecule", "converge", "-s", SCENARIO, *extra]),
         )
+
+    def naive(self, action: str) -> None:
+        """Start or stop the naive deployment: it runs for the baseline only. Its nginx
+        workers beside the role's would keep the role's reload check (sse_nginx's
+        nginx_reload: no worker from before may still accept) from ever passing."""
+        self.podman("systemctl", action, "sse-naive-nginx.service", "sse-naive-app.service")
+
+    def apply_settings(self) -> None:
+        """--set on a running deployment (--no-deploy): the nginx variables by proxy.yml."""
+        if self.settings:
+            # a stamp header too, so nginx always reloads: fresh workers for the memory figures
+            stamp = time.strftime("%Y%m%d%H%M%S")
+            extra = {"sse_nginx_extra_directives": [f'add_header X-Bench-Run "{stamp}" always;']}
+            info = self.playbook("playbook-settings", "proxy.yml", {**extra, **self.settings})
+            self.phase("proxy.yml with --set", info["end"] - info["start"])
+            time.sleep(3.0)  # the old workers (no streams left) exit before the idle sample
 
     def install_probe(self) -> None:
         self.podman("mkdir", "-p", f"{IN}/{PROBE_PACKAGE}")
@@ -224,6 +265,8 @@ class Bench:
         extra: list[str] | None = None,
         action: Callable[[float, str], dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
+        if target[0].startswith("https") and not self.args.no_tls_resume:
+            extra = [*(extra or []), "--tls-resume"]
         stop = f"{IN}/stop-{name}"
         cmd = [
             # privileged: reading other users' /proc/PID/smaps_rollup needs CAP_SYS_PTRACE
@@ -243,6 +286,8 @@ class Bench:
         with (LOGS / f"load-{name}.log").open("w") as err:
             err.write("$ " + shlex.join(cmd).replace(self.token, "***") + "\n")
             err.flush()
+            err.write(f"runner nofile: {self.podman('sh', '-c', 'ulimit -Sn; ulimit -Hn')}")
+            err.flush()
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
             actions: dict[str, Any] = {}
             try:
@@ -257,6 +302,9 @@ class Bench:
         load = data["load"]
         if "error" in load:
             raise SystemExit(f"bench: {name}: {load['error']}: {load.get('output', '')}")
+        for limit, hit in (load.get("limits") or {}).items():
+            # the run goes on (the report shows it), but say at once which limit stopped it
+            log(f"{name}: LIMIT {limit}: {hit['count']} connect(s) failed: {hit['message']}")
         self.phase(f"{name} measurement", time.monotonic() - started)
         load["host_loadavg"] = [load_before, loadavg()]
         return {
@@ -319,19 +367,54 @@ class Bench:
 
         return act
 
+    def fanout(self, name: str) -> dict[str, Any]:
+        """Streams through nginx, events published at --fanout-rate straight to the backend."""
+        a = self.args
+        publish = ["--publish-url", PUBLISH_URL, "--publish-token", self.token]
+        publish += ["--publish-interval", f"{1.0 / a.fanout_rate:g}"]
+        run = self.measure(
+            name, NGINX, a.fanout_streams, a.fanout_hold, ramp_for(a.fanout_streams), publish
+        )
+        run["fanout"] = {"rate_per_s": a.fanout_rate}
+        return run
+
+    def deploy_broker(self) -> dict[str, Any]:
+        """redis-server by roles/sse_broker, then the backend pointed at it (a restart)."""
+        info = self.playbook("playbook-broker", "broker.yml", {})
+        self.phase("broker.yml (redis-server)", info["end"] - info["start"])
+        backend = {
+            "sse_backend_broker_url": BROKER_URL.format(password=self.vars["sse_broker_password"]),
+            "sse_backend_workers": self.args.fanout_broker_workers,
+            "sse_backend_version": RESTART_VERSION,
+            **{k: v for k, v in self.settings.items() if k.startswith("sse_backend_")},
+        }
+        info = self.playbook("playbook-backend-broker", "backend.yml", backend)
+        self.phase("backend.yml with the broker", info["end"] - info["start"])
+        return {"workers": self.args.fanout_broker_workers, "server": "redis-server (sse_broker)"}
+
     def measure_all(self, ramp: float) -> dict[str, Any]:
-        """Every wanted load, in the order of --scenarios' default."""
+        """Every wanted load, in the order of SCENARIOS."""
         a = self.args
         wanted = a.scenarios.split(",")
+        unknown = sorted(set(wanted) - set(SCENARIOS.split(",")))
+        if unknown:
+            raise SystemExit(f"bench: unknown scenario(s) {unknown}; known: {SCENARIOS}")
         runs: dict[str, Any] = {}
         naive = ["--first-byte-timeout", f"{NAIVE_FIRST_BYTE_TIMEOUT:g}"]
-        for name, target, extra in (
-            ("hold", NGINX, []),
-            ("direct", DIRECT, []),
-            ("baseline", NAIVE, naive),
+        for name, target, extra, streams in (
+            ("hold", NGINX, [], a.streams),
+            ("direct", DIRECT, [], a.streams),
+            ("baseline", NAIVE, naive, a.baseline_streams),
         ):
             if name in wanted:
-                runs[name] = self.measure(name, target, a.streams, a.hold, ramp, extra)
+                r_ramp = ramp if streams == a.streams else ramp_for(streams)
+                if name == "baseline":
+                    self.naive("start")
+                runs[name] = self.measure(name, target, streams, a.hold, r_ramp, extra)
+                if name == "baseline":
+                    self.naive("stop")
+        if "fanout" in wanted:
+            runs["fanout"] = self.fanout("fanout")
         publish = ["--publish-url", PUBLISH_URL, "--publish-token", self.token]
         publish += ["--publish-interval", "1"]
         for name, streams, action in (
@@ -343,17 +426,17 @@ class Bench:
                 runs[name] = self.measure(
                     name, NGINX, streams, ACTION_HOLD, r_ramp, publish, action(streams, r_ramp)
                 )
+        if "fanout-broker" in wanted:
+            broker = self.deploy_broker()
+            runs["fanout-broker"] = self.fanout("fanout-broker")
+            runs["fanout-broker"]["fanout"].update(broker)
         return runs
 
     def meta(self, ramp: float, host: dict[str, Any]) -> dict[str, Any]:
         """What results.json says about the run besides the loads."""
         a = self.args
-        limits = (
-            "sse_nginx_worker_rlimit_nofile",
-            "sse_nginx_worker_connections",
-            "sse_backend_limit_nofile",
-            "sse_backend_listen_backlog",
-        )
+        # the size knob the bench sets; the rest are the roles' defaults (derived)
+        limits = ("sse_nginx_worker_connections",)
         return {
             "host": host,
             "phases_s": self.phases,
@@ -361,12 +444,19 @@ class Bench:
             "hold_s": a.hold,
             "ramp_s": ramp,
             "reload_streams": a.reload_streams,
+            "baseline_streams": a.baseline_streams,
             "restart_streams": a.restart_streams,
             "keepalive_interval_s": self.keepalive,
             "worker_shutdown_timeout_s": self.shutdown_timeout,
             "naive_first_byte_timeout_s": NAIVE_FIRST_BYTE_TIMEOUT,
             "restart_version": RESTART_VERSION,
             "limits": {k: self.vars[k] for k in limits},
+            "settings": self.settings,
+            "tls_resume": not a.no_tls_resume,
+            "fanout_streams": a.fanout_streams,
+            "fanout_hold_s": a.fanout_hold,
+            "fanout_rate_per_s": a.fanout_rate,
+            "retry_jitter_ms": a.retry_jitter_ms,
         }
 
     def main(self) -> int:
@@ -374,6 +464,9 @@ class Bench:
         wall = time.monotonic()
         if not a.no_deploy:
             self.deploy()
+        self.naive("stop")
+        if a.no_deploy:
+            self.apply_settings()
         self.install_probe()
         ramp = a.ramp if a.ramp is not None else ramp_for(a.streams)
         runs = self.measure_all(ramp)
@@ -394,6 +487,14 @@ class Bench:
         return 0
 
 
+def setting(text: str) -> tuple[str, Any]:
+    """VAR=VALUE of --set (VALUE read as YAML: numbers, lists, mappings)."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.replace("_", "").isalnum():
+        raise argparse.ArgumentTypeError(f"expected VAR=VALUE, got {text!r}")
+    return name, yaml.safe_load(value)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--streams", type=int, default=1000, help="hold/direct/baseline streams")
@@ -403,13 +504,40 @@ def main() -> int:
     )
     parser.add_argument("--reload-streams", type=int, help="default: --streams")
     parser.add_argument("--restart-streams", type=int, help="default: min(--streams, 1000)")
-    parser.add_argument("--scenarios", default="hold,direct,baseline,reload,restart")
+    parser.add_argument("--scenarios", default=SCENARIOS, help=f"default: {SCENARIOS}")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        type=setting,
+        metavar="VAR=VALUE",
+        help="a role variable for the deployment (YAML value), e.g. sse_nginx_ssl_buffer_size=4096",
+    )
+    parser.add_argument(
+        "--baseline-streams",
+        type=int,
+        help="naive deployment's streams (default: min(--streams, 2000); it serves ~10 anyway)",
+    )
+    parser.add_argument("--fanout-streams", type=int, default=2000)
+    parser.add_argument("--fanout-hold", type=float, default=30.0)
+    parser.add_argument("--fanout-rate", type=float, default=10.0, help="events published a second")
+    parser.add_argument("--fanout-broker-workers", type=int, default=2)
+    parser.add_argument(
+        "--retry-jitter-ms",
+        type=int,
+        help="SSE_RETRY_JITTER_MS for the app (sse_backend_env): spread the reconnect herd",
+    )
+    parser.add_argument(
+        "--no-tls-resume", action="store_true", help="every TLS connection a full handshake"
+    )
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     parser.add_argument("--keep", action="store_true", help="leave the container running")
     parser.add_argument("--no-deploy", action="store_true", help="use the running container")
     args = parser.parse_args()
     if args.reload_streams is None:
         args.reload_streams = args.streams
+    if args.baseline_streams is None:
+        args.baseline_streams = min(args.streams, 2000)
     if args.restart_streams is None:
         args.restart_streams = min(args.streams, 1000)
     return Bench(args).main()

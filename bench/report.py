@@ -46,7 +46,7 @@ def _memory(run: dict[str, Any], plateau: tuple[float, float]) -> dict[str, Any]
     if not steady or not idle:
         return out
     seconds = max(steady[-1]["t"] - steady[0]["t"], 1e-9)
-    for name in ("nginx", "backend", "naive_nginx", "naive_backend", "probe"):
+    for name in ("nginx", "backend", "naive_nginx", "naive_backend", "probe", "broker"):
         if not any(name in s["groups"] for s in steady):
             continue
         g: dict[str, Any] = {}
@@ -177,6 +177,10 @@ def summarise(runs: dict[str, dict[str, Any]], meta: dict[str, Any]) -> dict[str
             "drops": len(drops),
             "listen_overflows": _tcp_delta(run["samples"], "ListenOverflows"),
         }
+        if load["reconnects"]:
+            entry["herd"] = report_text.herd(load["series"])
+        if "fanout" in run:
+            entry["fanout"] = run["fanout"]
         if name == "reload":
             entry["reload"] = _reload(run, meta["worker_shutdown_timeout_s"])
         if name == "restart":

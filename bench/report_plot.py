@@ -39,6 +39,9 @@ def _first_byte(ax: Any, runs: dict[str, Any]) -> None:
             ax.plot(cdf, range(len(cdf)), label=f"{label}: connect start -> :ok")
             fb = runs[name]["load"]["first_byte_cdf_ms"]
             ax.plot(fb, range(len(fb)), linestyle="--", label=f"{label}: request -> :ok")
+            resumed = runs[name]["load"].get("resumed_ok_cdf_ms")
+            if resumed:
+                ax.plot(resumed, range(len(resumed)), linestyle=":", label=f"{label}: TLS resumed")
     ax.set_xscale("log")
     _finish(ax, "First-byte distribution (first connections)", "ms (log)", "percentile", fontsize=8)
 
@@ -56,6 +59,36 @@ def _actions(ax: Any, runs: dict[str, Any]) -> None:
                 ax.axvline(seen, linestyle=":", color=colour)
     title = "Reload and restart with streams open (shaded: playbook run)"
     _finish(ax, title, SINCE_START, "streams open")
+
+
+def _reconnects(ax: Any, runs: dict[str, Any]) -> None:
+    """Reconnects per second: the herd after a reload (flat when the retries are spread)."""
+    for name, colour in ACTION_COLOURS.items():
+        if name in runs:
+            s = runs[name]["load"]["series"]
+            ts, per_s, prev = [], [], 0
+            for row in s:
+                ts.append(row[0])
+                per_s.append(row[3] - prev)
+                prev = row[3]
+            ax.step(ts, per_s, where="post", color=colour, label=f"{name}: reconnects/s")
+    _finish(ax, "Reconnects per second (the herd)", SINCE_START, "reconnects per second")
+
+
+def _delivery(ax: Any, runs: dict[str, Any]) -> None:
+    """Fan-out delivery latency percentiles, single process vs broker."""
+    names = [
+        (n, lab)
+        for n, lab in (("fanout", "single process"), ("fanout-broker", "broker"))
+        if n in runs and runs[n]["load"]["delivery_ms"]["n"]
+    ]
+    keys = ("p50", "p95", "p99")
+    width = 0.8 / max(1, len(names))
+    for i, (name, label) in enumerate(names):
+        d = runs[name]["load"]["delivery_ms"]
+        ax.bar([k + i * width for k in range(len(keys))], [d[k] for k in keys], width, label=label)
+    ax.set_xticks([k + width * (len(names) - 1) / 2 for k in range(len(keys))], list(keys))
+    _finish(ax, "Fan-out: publish -> stream delivery", "percentile", "ms")
 
 
 def _memory(ax: Any, runs: dict[str, Any]) -> None:
@@ -77,10 +110,12 @@ def plot(r: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     runs = r["runs"]
-    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
+    fig, axes = plt.subplots(3, 2, figsize=(13, 13))
     _open_streams(axes[0][0], runs)
     _first_byte(axes[0][1], runs)
     _actions(axes[1][0], runs)
-    _memory(axes[1][1], runs)
+    _reconnects(axes[1][1], runs)
+    _memory(axes[2][0], runs)
+    _delivery(axes[2][1], runs)
     fig.tight_layout()
     fig.savefig(path, dpi=80)

@@ -5,7 +5,7 @@
 
 Samples once a second, from 1 s before the load starts to 2 s after it ends, the memory
 (VmRSS and Pss), descriptors, CPU time and process count of each group of processes
-(nginx, naive_nginx, backend, naive_backend, probe), each nginx worker's descriptors and
+(nginx, naive_nginx, backend, naive_backend, probe, broker), each nginx worker's descriptors and
 whether it is an old worker still shutting down, and the kernel's listen-queue overflow
 counters. When the stop file appears the load
 gets SIGINT (it ends the hold early and still reports). Prints one JSON object:
@@ -89,6 +89,8 @@ def _group(pid: int, procs: dict[int, dict[str, Any]]) -> str | None:
             return "naive_backend"
     if PROBE_MODULE in argv[:3] and "load" in argv:
         return "probe"
+    if p["comm"] in ("redis-server", "valkey-server"):
+        return "broker"
     return None
 
 

@@ -84,6 +84,18 @@ BAD = [
     ),
     bad("rlimit-list", {"sse_nginx_worker_rlimit_nofile": [1]}, "sse_nginx_worker_rlimit_nofile"),
     bad(
+        "ssl-buffer-4k",
+        {"sse_nginx_ssl_buffer_size": "4k"},
+        "sse_nginx_ssl_buffer_size",
+        "whole number",
+    ),
+    bad(
+        "proxy-buffer-float",
+        {"sse_nginx_proxy_buffer_size": 1024.5},
+        "sse_nginx_proxy_buffer_size",
+        "whole number",
+    ),
+    bad(
         "upstreams-string",
         {"sse_nginx_upstreams": "127.0.0.1:8000"},
         "sse_nginx_upstreams",
@@ -315,6 +327,24 @@ BAD = [
         {"sse_nginx_worker_connections": 0},
         "sse_nginx_worker_connections",
         "at least 1",
+    ),
+    bad(
+        "rlimit-below-connections",
+        {"sse_nginx_worker_rlimit_nofile": 100, "sse_nginx_worker_connections": 1024},
+        "sse_nginx_worker_rlimit_nofile",
+        "0 (derived from",
+    ),
+    bad(
+        "ssl-buffer-32k",
+        {"sse_nginx_ssl_buffer_size": 32768},
+        "sse_nginx_ssl_buffer_size",
+        "512 to 16384",
+    ),
+    bad(
+        "proxy-buffer-512",
+        {"sse_nginx_proxy_buffer_size": 512},
+        "sse_nginx_proxy_buffer_size",
+        "1024 to 65536",
     ),
     bad("same-ports", {"sse_nginx_http_port": 443}, "sse_nginx_http_port", "two different"),
     bad(
@@ -574,7 +604,12 @@ VALID = [
     Case("tls-pair", {"sse_nginx_tls_cert": CERT, "sse_nginx_tls_key": KEY}, entry="main"),
     Case(
         "preflight-numbers-as-text",
-        {"sse_nginx_worker_connections": "1024", "sse_nginx_worker_rlimit_nofile": "4096"},
+        {
+            "sse_nginx_worker_connections": "1024",
+            "sse_nginx_worker_rlimit_nofile": "4096",
+            "sse_nginx_ssl_buffer_size": "4096",
+            "sse_nginx_proxy_buffer_size": "2048",
+        },
     ),
     Case(
         "upstreams-ipv6",

@@ -8,7 +8,9 @@ POST /publish, and per-request faults chosen by query string.
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
+import os
 import resource
 import shutil
 import socket
@@ -23,6 +25,9 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from ansible_collections.sse.stack.plugins.module_utils import sseprobe_load
+from ansible_collections.sse.stack.plugins.module_utils.sseprobe_cli import load_summary
+from ansible_collections.sse.stack.plugins.module_utils.sseprobe_config import Endpoint
 from ansible_collections.sse.stack.plugins.module_utils.sseprobe_load import (
     ConfigError,
     LoadConfig,
@@ -115,11 +120,13 @@ class Broker:
             query = {k: v[0] for k, v in parse_qs(parts.query).items()}
             if method == "POST" and parts.path == "/publish":
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
-                json.loads(body)
+                payload = json.loads(body)
                 if headers.get("authorization") != "Bearer sekret":
                     writer.write(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n")
                 else:
-                    reply = json.dumps({"id": self.publish("posted")}).encode()
+                    # the data relayed as the reference app does: JSON, compact
+                    data = json.dumps(payload.get("data", "posted"), separators=(",", ":"))
+                    reply = json.dumps({"id": self.publish(data)}).encode()
                     writer.write(
                         b"HTTP/1.1 202 Accepted\r\nContent-Type: application/json\r\n"
                         b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(reply), reply)
@@ -245,6 +252,10 @@ def test_dropped_streams_resume_without_loss(broker: Broker) -> None:
     assert r["events_lost"] == 0 and r["duplicates"] == 0
     # back after the server's retry: (100 ms) plus the reconnect
     assert RETRY_MS <= r["time_back_ms"]["p50"] < RETRY_MS + 300
+    # beyond its own wait (the retry: it got): exactly the retry less, stream by stream
+    assert r["back_over_retry_ms"]["n"] == 20 and r["retry_range_ms"] == [RETRY_MS, RETRY_MS]
+    for key in ("p50", "max"):
+        assert round(r["time_back_ms"][key] - r["back_over_retry_ms"][key]) == RETRY_MS
     resumes = [h for t, h in broker.requests if "last-event-id" in h]
     assert len(resumes) == 20 and all(int(h["last-event-id"]) >= 1000 for h in resumes)
 
@@ -269,6 +280,10 @@ def test_publisher_counts_losses_exactly(broker: Broker) -> None:
     assert ok["published"]["acknowledged"] >= 10
     assert ok["events"] >= 10 * ok["published"]["acknowledged"] - 20
     assert ok["events_lost"] == 0 and ok["reconnects"] == 10
+    # publish -> receipt for every event this run published and a stream received
+    assert ok["delivery_ms"]["n"] == ok["events"]
+    assert 0 < ok["delivery_ms"]["p50"] < 500
+    assert 5 <= ok["published"]["events_per_s"] <= 11
 
     lossy = run_load(
         broker.url("/events?drop=0.6&noreplay=1"), publish_url=broker.url("/publish"), **kw
@@ -316,7 +331,8 @@ def test_non_200_and_wrong_status_are_counted(broker: Broker) -> None:
     assert r["never_opened"] == 5 and r["aborted"] is None
 
 
-def test_tls_streams(tmp_path: Path) -> None:
+def tls_server(tmp_path: Path) -> tuple[ssl.SSLContext, str]:
+    """A server context for sse.test and 127.0.0.1 (a fresh self-signed cert); its path."""
     if shutil.which("openssl") is None:
         pytest.skip("openssl CLI not available")
     cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
@@ -333,6 +349,11 @@ def test_tls_streams(tmp_path: Path) -> None:
     )
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
+    return ctx, cert
+
+
+def test_tls_streams(tmp_path: Path) -> None:
+    ctx, cert = tls_server(tmp_path)
     with Broker(ctx) as tls:
         url = tls.url("/events", host="sse.test")
         r = run_load(
@@ -343,6 +364,72 @@ def test_tls_streams(tmp_path: Path) -> None:
         assert all(h["host"] == f"sse.test:{tls.port}" for _, h in tls.requests)
         bad = run_load(url, streams=3, hold=1.0, resolve=f"sse.test:{tls.port}:127.0.0.1")
         assert bad["opened"] == 0 and "tls" in bad["attempt_failures"]
+        assert r["tls_resume"] is False and r["tls"]["resumed"] == 0
+
+
+def test_tls_session_resumption(tmp_path: Path) -> None:
+    """--tls-resume: streams after the first resume a session (a returning browser); the
+    resumed ones have their own connect-start -> :ok figures."""
+    ctx, cert = tls_server(tmp_path)
+    with Broker(ctx) as tls:
+        url = tls.url("/events", host="sse.test")
+        resolve = f"sse.test:{tls.port}:127.0.0.1"
+        r = run_load(
+            url, streams=20, hold=0.6, ramp=2.0, cacert=cert, resolve=resolve, tls_resume=True
+        )
+        assert r["ok"] is True, r
+        # the first stream cannot resume; the later ones offer the newest session a stream
+        # got (one that starts before the first has its ticket does a full handshake: on a
+        # loaded machine a few may, so only "some resumed" is certain, 0 without resumption)
+        assert r["tls"]["full_handshakes"] >= 1
+        assert r["tls"]["resumed"] >= 1, r["tls"]
+        assert r["tls"]["resumed"] + r["tls"]["full_handshakes"] == 20
+        assert r["resumed_ok_ms"]["n"] == r["tls"]["resumed"]
+        assert 0 < r["resumed_connect_ms"]["p50"] <= r["resumed_ok_ms"]["p50"]
+        assert len(r["resumed_ok_cdf_ms"]) == 101
+    with pytest.raises(ConfigError) as info:
+        LoadConfig(url="http://127.0.0.1:1/events", streams=1, hold=1, tls_resume=True)
+    assert info.value.argument == "tls_resume"
+
+
+@pytest.mark.parametrize(
+    ("code", "limit"),
+    [(errno.EMFILE, "RLIMIT_NOFILE"), (errno.EADDRNOTAVAIL, "ephemeral ports")],
+)
+def test_a_limit_is_named(
+    broker: Broker, monkeypatch: pytest.MonkeyPatch, code: int, limit: str
+) -> None:
+    """A connect that fails on a limit of the load generator (faked: the socket call
+    raises the errno the kernel gives) is reported by the limit's name, not as a target
+    failure or a traceback."""
+    real = Endpoint.open
+    calls = 0
+
+    async def open_or_fail(self: Endpoint, timeout: float) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls > 5:
+            raise OSError(code, os.strerror(code))
+        return await real(self, timeout)
+
+    monkeypatch.setattr(Endpoint, "open", open_or_fail)
+    r = run_load(broker.url("/events"), streams=12, hold=0.5, ramp=0.2)
+    assert r["ok"] is False
+    assert r["opened"] == 5 and list(r["limits"]) == [limit]
+    assert r["limits"][limit]["count"] == 7
+    human = load_summary(r)
+    assert f"LIMIT {limit}: 7 failed" in human
+    assert human.rstrip().splitlines()[-1].startswith("FAIL")
+
+
+def test_a_limit_that_stops_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def no_files(*args: Any) -> Any:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(sseprobe_load, "_run_load", no_files)
+    with pytest.raises(ConfigError, match="RLIMIT_NOFILE") as info:
+        load(LoadConfig(url="http://127.0.0.1:1/events", streams=1, hold=1))
+    assert info.value.argument == "streams"
 
 
 @pytest.mark.parametrize(

@@ -26,6 +26,9 @@ from nginx_helpers import (
     nginx_processes,
 )
 
+# worker_rlimit_nofile 0 (the default): derived, worker_connections + the role's margin
+RLIMIT = INPUT["sse_nginx_worker_rlimit_nofile"] or INPUT["sse_nginx_worker_connections"] + 1024
+
 
 def sse_location_directives(loc: dict) -> list[str]:
     """Every directive an SSE location must carry (as `nginx -T` prints them)."""
@@ -39,6 +42,7 @@ def sse_location_directives(loc: dict) -> list[str]:
         "proxy_set_header X-Forwarded-Proto $scheme;",
         "proxy_set_header Last-Event-ID $http_last_event_id;",
         "proxy_buffering off;",
+        f"proxy_buffer_size {INPUT['sse_nginx_proxy_buffer_size']};",
         "proxy_cache off;",
         f"proxy_read_timeout {loc['read_timeout']};",
         f"proxy_send_timeout {loc['send_timeout']};",
@@ -73,7 +77,7 @@ def test_main_context(host):
     conf = directives(effective_config(host))
     for line in (
         "worker_processes auto;",
-        f"worker_rlimit_nofile {INPUT['sse_nginx_worker_rlimit_nofile']};",
+        f"worker_rlimit_nofile {RLIMIT};",
         f"worker_shutdown_timeout {INPUT['sse_nginx_worker_shutdown_timeout']};",
         f"worker_connections {INPUT['sse_nginx_worker_connections']};",
         "server_tokens off;",
@@ -96,7 +100,7 @@ def test_main_context(host):
 
 def test_workers_got_the_file_limit(host):
     _, serving, _ = nginx_processes(host)
-    limit = INPUT["sse_nginx_worker_rlimit_nofile"]
+    limit = RLIMIT
     for pid in serving:
         limits = host.file(f"/proc/{pid}/limits").content_string
         assert re.search(rf"Max open files\s+{limit}\s+{limit}", limits), limits

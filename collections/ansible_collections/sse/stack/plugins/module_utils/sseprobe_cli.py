@@ -43,6 +43,7 @@ _FLAGS = {
     "resolve": "--resolve",
     "streams": "--streams",
     "ramp": "--ramp",
+    "tls_resume": "--tls-resume",
     "reconnect_delay": "--reconnect-delay",
     "publish_url": "--publish-url",
     "publish_token": "--publish-token",
@@ -153,6 +154,11 @@ def _add_load(commands: Any) -> None:
         help="bearer token for --publish-url (default: $SSEPROBE_PUBLISH_TOKEN)",
     )
     p.add_argument("--publish-interval", type=float, default=1.0, metavar="S", help="default: 1")
+    p.add_argument(
+        "--tls-resume",
+        action="store_true",
+        help="https: resume the TLS session of an earlier stream, as a returning browser does",
+    )
     p.set_defaults(func=cmd_load, parser=p)
 
 
@@ -332,6 +338,11 @@ def load_summary(d: dict[str, Any]) -> str:
         f"  events received {d['events']}, lost {d['events_lost']} ({d['loss_method']}),"
         f" id resets {d['id_resets']}, duplicates {d['duplicates']}",
     ]
+    if d["tls_resume"]:
+        lines.append(
+            f"  TLS resumed {d['tls']['resumed']}, full handshakes {d['tls']['full_handshakes']};"
+            f" resumed :ok from connect start {_ms(d['resumed_ok_ms'], 'p50', 'p95', 'p99')}"
+        )
     if d["keepalives_bunched"]:
         lines.append(
             f"  keepalives bunched with earlier bytes (held back) {d['keepalives_bunched']}"
@@ -346,6 +357,9 @@ def load_summary(d: dict[str, Any]) -> str:
     if d["published"] is not None:
         answers = ", ".join(f"{k} x{v}" for k, v in d["published"]["answers"].items()) or "none"
         lines.append(f"  published {d['published']['acknowledged']} event(s); answers: {answers}")
+        lines.append(
+            f"  delivery (publish -> stream)  {_ms(d['delivery_ms'], 'p50', 'p99', 'max')}"
+        )
     if d["non_200"]:
         lines.append(
             f"  non-200 answers {d['non_200']}: "
@@ -353,6 +367,8 @@ def load_summary(d: dict[str, Any]) -> str:
         )
     for kind, count in d["attempt_failures"].items():
         lines.append(f"  failed attempts ({kind}) {count}: {d['failure_examples'][kind]}")
+    for name, limit in d["limits"].items():
+        lines.append(f"  LIMIT {name}: {limit['count']} failed: {limit['message']}")
     if d["aborted"]:
         lines.append(f"  ABORTED: {d['aborted']}")
     if d["stopped_early"]:
@@ -387,6 +403,7 @@ def cmd_load(args: argparse.Namespace) -> int:
             publish_url=args.publish_url,
             publish_token=args.publish_token,
             publish_interval=args.publish_interval,
+            tls_resume=args.tls_resume,
         )
         live = LoadLine(sys.stderr) if not args.json and sys.stderr.isatty() else None
         try:

@@ -23,6 +23,7 @@ from ansible_collections.sse.stack.plugins.module_utils.sseprobe_config import (
     ssl_context,
 )
 from ansible_collections.sse.stack.plugins.module_utils.sseprobe_load_run import (
+    LIMITS,
     LoadProgress,
     LoadRun,
 )
@@ -65,7 +66,10 @@ class LoadConfig:
     publishes one event every ``publish_interval`` seconds (POST ``{"data": ...}`` with
     ``Authorization: Bearer publish_token``) and counts lost events exactly (see ``load``).
     ``url``, ``cacert``, ``insecure``, ``headers``, ``resolve`` and ``first_byte_timeout``
-    mean what they mean for ``check``; targets must be loopback addresses.
+    mean what they mean for ``check``; targets must be loopback addresses. ``tls_resume``
+    (https only): every connection offers the newest TLS session an earlier connection of
+    the run got, as a returning browser does; resumed first connections get figures of
+    their own.
     """
 
     url: str
@@ -82,6 +86,7 @@ class LoadConfig:
     publish_url: str | None = None
     publish_token: str | None = None
     publish_interval: float = 1.0
+    tls_resume: bool = False
     probe: ProbeConfig = field(init=False, repr=False)
     publish: ProbeConfig | None = field(init=False, default=None, repr=False)
 
@@ -117,6 +122,8 @@ class LoadConfig:
             headers=self.headers,
             resolve=self.resolve,
         )
+        if self.tls_resume and self.probe.scheme != "https":
+            raise ConfigError("tls_resume", "needs an https:// URL")
         self.hold = self.probe.hold
         self.keepalive_interval = self.probe.keepalive_interval
         self.first_byte_timeout = self.probe.first_byte_timeout
@@ -220,7 +227,10 @@ def load(
     * A dropped client waits ``reconnect_delay`` (default: the server's ``retry:``) and
       reconnects with ``Last-Event-ID`` until it is back or the run ends; unlike EventSource
       it also retries after a non-200 answer so that the time back stays measurable
-      (``non_200`` and ``statuses`` count those answers). time_back: drop to first byte.
+      (``non_200`` and ``statuses`` count those answers). time_back: drop to first byte;
+      back_over_retry: time back minus the client's own wait after the drop (its
+      ``retry:``, which differs per stream when the server jitters it); retry_range_ms:
+      the smallest and largest ``retry:`` seen.
     * first_byte_ms: request sent to first body byte, first connections only (as ``check``);
       connect_ms: TCP (+TLS) connect; ok_ms: connect start to first body byte.
     * keepalive lateness: for every ``:keepalive``, the time since the previous body bytes
@@ -241,13 +251,29 @@ def load(
       shorter) before the end, or before its last drop if it did not come back, that it
       never received. Publishing stops 2 s (hold/4) before the end. This also
       sees losses across restarts and before the first event. ``gap_lost`` is always given.
+    * delivery_ms (with ``publish_url``): for every event received that this run published,
+      publish request sent -> event received on a stream (one clock, this process);
+      ``published.events_per_s``: acknowledged publishes / the publishing window.
+    * tls (``tls_resume``): first connections that resumed a session and that did a full
+      handshake; ``resumed_ok_ms``, ``resumed_connect_ms``, ``resumed_first_byte_ms``: the
+      figures above for the resumed ones only.
+    * limits: connects or publishes that failed because this process or host ran out of
+      something (RLIMIT_NOFILE, fs.file-max, ephemeral ports, socket buffers), each with
+      its count and what lifts it; any of them fails the run.
     """
     budget = nofile_budget(config.streams)
     try:
         ssl_context(config.cacert, config.insecure)  # for the streams and the publisher
     except (ssl.SSLError, OSError) as exc:
         raise ConfigError("cacert", f"cannot be loaded: {exc}") from None
-    return asyncio.run(_run_load(config, budget, progress, handle_signals))
+    try:
+        return asyncio.run(_run_load(config, budget, progress, handle_signals))
+    except OSError as exc:
+        # A limit that stops the loop itself (not one stream): say which, not a traceback.
+        known = LIMITS.get(exc.errno or 0)
+        if known is None:
+            raise
+        raise ConfigError("streams", f"{known[0]}: {known[1]} ({exc})") from None
 
 
 async def _run_load(

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import errno
 import json
 import ssl
+from array import array
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +41,26 @@ ABORT_AFTER = 20  # this many failed first connects in a row, none opened: stop 
 PUBLISH_TIMEOUT = 10.0
 MAX_PUBLISH_IN_FLIGHT = 16
 CLEANUP_TIMEOUT = 3.0  # closing every connection at the end of the run
+# errno values that mean this process or host ran out of something, not that the target
+# failed: the limit each one names, and what lifts it
+LIMITS: dict[int, tuple[str, str]] = {
+    errno.EMFILE: (
+        "RLIMIT_NOFILE",
+        "this process ran out of open files (RLIMIT_NOFILE); lower --streams or raise the"
+        " limit (ulimit -n/-Hn, systemd LimitNOFILE=, podman --ulimit nofile=)",
+    ),
+    errno.ENFILE: (
+        "fs.file-max",
+        "the system ran out of open files (fs.file-max); lower --streams or raise the sysctl",
+    ),
+    errno.EADDRNOTAVAIL: (
+        "ephemeral ports",
+        "no local port left towards the target (net.ipv4.ip_local_port_range, ports in"
+        " TIME_WAIT); lower --streams or widen the range",
+    ),
+    errno.ENOBUFS: ("socket buffers", "the kernel refused socket memory (ENOBUFS)"),
+}
+LAST_SEQ_PREFIX = '{"seq":'  # the publisher's event data, as the reference app relays it
 
 
 class _Stream:
@@ -59,6 +81,7 @@ class _Stream:
         "received",
         "resumes",
         "retry_ms",
+        "waited_ms",
     )
 
     def __init__(self, index: int) -> None:
@@ -76,6 +99,7 @@ class _Stream:
         self.last_int: int | None = None
         self.received: set[int] = set()
         self.retry_ms: int | None = None
+        self.waited_ms: float | None = None  # its wait after the latest drop (retry:)
 
 
 LoadProgress = Callable[[dict[str, Any]], None]
@@ -89,14 +113,16 @@ class _Connection:
         "head_checked",
         "http",
         "sse",
+        "ssl_object",
         "stream",
         "t0",
         "t_conn",
         "t_req",
     )
 
-    def __init__(self, stream: _Stream, t0: float, t_conn: float) -> None:
+    def __init__(self, stream: _Stream, t0: float, t_conn: float, ssl_object: Any) -> None:
         self.stream = stream
+        self.ssl_object = ssl_object  # None for http
         self.t0 = t0  # connect start
         self.t_conn = t_conn  # connected (TCP + TLS)
         self.t_req = t_conn  # request written
@@ -130,7 +156,22 @@ class LoadRun:
         self.first_byte_ms: list[float] = []
         self.connect_ms: list[float] = []
         self.ok_ms: list[float] = []
+        # first connections that resumed a TLS session (--tls-resume): their own figures
+        self.resumed_ok_ms: list[float] = []
+        self.resumed_connect_ms: list[float] = []
+        self.resumed_first_byte_ms: list[float] = []
+        self.full_handshakes = 0
+        self.tls_session: ssl.SSLSession | None = None
+        self.limits: dict[str, dict[str, Any]] = {}
+        # publish -> receipt per delivered event (ms), from the publisher's send time
+        self.delivery_ms = array("d")
+        self.sent_at: dict[int, float] = {}
+        self.publish_window: tuple[float, float] | None = None
         self.time_back_ms: list[float] = []
+        # time back minus the retry: the stream itself waited (a jittered retry: differs
+        # per stream): what the server's side added
+        self.over_retry_ms: list[float] = []
+        self.retry_range: list[int] = []  # the smallest and largest retry: seen
         self.lateness_ms: list[float] = []
         self.bunched = 0
         self.retry_hint: int | None = None
@@ -148,6 +189,35 @@ class LoadRun:
         self.ending = False
         self.aborted: str | None = None
         self.tasks_left = cfg.streams
+        if cfg.tls_resume:
+            self._resume_sessions()
+
+    def _resume_sessions(self) -> None:
+        """Every TLS connection offers the newest session a connection of this run got (a
+        returning browser resumes its session instead of a full handshake). asyncio gives
+        no way to pass ``session=``, so the context's ``wrap_bio`` (what asyncio calls for
+        each connection) is wrapped on this run's own context."""
+        ctx = self.endpoint.context()
+        if ctx is None:
+            return
+        plain = ctx.wrap_bio
+
+        def wrap_bio(
+            incoming: ssl.MemoryBIO,
+            outgoing: ssl.MemoryBIO,
+            server_side: bool = False,
+            server_hostname: str | None = None,
+            session: ssl.SSLSession | None = None,
+        ) -> ssl.SSLObject:
+            return plain(
+                incoming,
+                outgoing,
+                server_side=server_side,
+                server_hostname=server_hostname,
+                session=session or self.tls_session,
+            )
+
+        ctx.wrap_bio = wrap_bio  # type: ignore[method-assign]
 
     # -- the run ---------------------------------------------------------------------------
 
@@ -232,6 +302,8 @@ class LoadRun:
                     delay = DEFAULT_RECONNECT_DELAY
                 if loop.time() + delay >= self.end_at:
                     return
+                if s.waited_ms is None:
+                    s.waited_ms = delay * 1000.0  # the client's own wait after the drop
                 await asyncio.sleep(delay)
                 resume = True
         finally:
@@ -258,11 +330,12 @@ class LoadRun:
             self._connect_failed(s, *self.endpoint.failure(TimeoutError(), "open"))
             return
         except OSError as exc:  # ssl.SSLError included
+            self._limit_hit(exc)
             self._connect_failed(s, *self.endpoint.failure(exc, "open"))
             return
         self.connect_failures_in_a_row = 0
         self.any_connected = True
-        c = _Connection(s, t0, loop.time())
+        c = _Connection(s, t0, loop.time(), writer.get_extra_info("ssl_object"))
         try:
             writer.write(self._request_for(s, resume))
             c.t_req = loop.time()
@@ -330,8 +403,13 @@ class LoadRun:
                 self._item(s, item)
             if sse.id_seen:
                 s.last_id = sse.last_event_id
-            if sse.retry_ms is not None:
+            if sse.retry_ms is not None and sse.retry_ms != s.retry_ms:
                 s.retry_ms = self.retry_hint = sse.retry_ms
+                if not self.retry_range:
+                    self.retry_range = [sse.retry_ms, sse.retry_ms]
+                elif not self.retry_range[0] <= sse.retry_ms <= self.retry_range[1]:
+                    low, high = self.retry_range
+                    self.retry_range = [min(low, sse.retry_ms), max(high, sse.retry_ms)]
         if c.first:
             s.prev_at = at
         error = http.error or sse.error
@@ -362,16 +440,33 @@ class LoadRun:
         return True
 
     def _opened(self, s: _Stream, c: _Connection, at: float) -> None:
+        tls = c.ssl_object
+        if tls is not None and self.cfg.tls_resume:
+            # By the first body byte the server's session ticket (TLS 1.3 sends it after
+            # the handshake) has been read: the next connections offer this session.
+            session = tls.session
+            if session is not None:
+                self.tls_session = session
         if not s.opened:
             s.opened = True
             s.first_open_at = at
             self.first_byte_ms.append((at - c.t_req) * 1000.0)
             self.connect_ms.append((c.t_conn - c.t0) * 1000.0)
             self.ok_ms.append((at - c.t0) * 1000.0)
+            if tls is not None and self.cfg.tls_resume:
+                if tls.session_reused:
+                    self.resumed_first_byte_ms.append((at - c.t_req) * 1000.0)
+                    self.resumed_connect_ms.append((c.t_conn - c.t0) * 1000.0)
+                    self.resumed_ok_ms.append((at - c.t0) * 1000.0)
+                else:
+                    self.full_handshakes += 1
         else:
             s.resumes += 1
             self.reconnects += 1
             self.time_back_ms.append((at - s.dropped_at) * 1000.0)
+            if s.waited_ms is not None:
+                self.over_retry_ms.append((at - s.dropped_at) * 1000.0 - s.waited_ms)
+                s.waited_ms = None
         s.open = True
         s.prev_at = at
         self.open += 1
@@ -390,6 +485,13 @@ class LoadRun:
             return
         s.events += 1
         self.events += 1
+        if self.sent_at and item.data.startswith(LAST_SEQ_PREFIX):
+            try:
+                sent = self.sent_at.get(int(item.data[len(LAST_SEQ_PREFIX) : -1]))
+            except ValueError:
+                sent = None
+            if sent is not None:
+                self.delivery_ms.append((item.at - sent) * 1000.0)
         try:
             n = int(item.id)
         except ValueError:
@@ -426,6 +528,16 @@ class LoadRun:
         self.attempt_failures[kind] = self.attempt_failures.get(kind, 0) + 1
         self.first_errors.setdefault(kind, message)
 
+    def _limit_hit(self, exc: OSError) -> None:
+        """Count a failure that a limit of this process or host caused, by the limit."""
+        known = LIMITS.get(exc.errno or 0)
+        if known is None:
+            return
+        name, advice = known
+        entry = self.limits.setdefault(name, {"count": 0, "message": advice})
+        entry["count"] += 1
+        entry.setdefault("first_at_open", self.open)
+
     def _connect_failed(self, s: _Stream, kind: str, message: str) -> None:
         if self.ending:
             return
@@ -449,6 +561,7 @@ class LoadRun:
         # acknowledged in time has had the chance to reach every stream.
         start = self.ramp_end + min(1.0, cfg.hold / 10.0)
         stop = self.end_at - self.publish_tail()
+        self.publish_window = (start - self.t_start, stop - self.t_start)
         seq = 0
         tasks: set[asyncio.Task[None]] = set()
         try:
@@ -498,6 +611,7 @@ class LoadRun:
         assert endpoint is not None
         self.publish_in_flight += 1
         sent = loop.time()
+        self.sent_at[seq] = sent
         writer = None
         try:
             deadline = sent + PUBLISH_TIMEOUT
@@ -525,7 +639,8 @@ class LoadRun:
                 self.publishes.append((event_id, sent, loop.time()))
         except asyncio.TimeoutError:
             self._count_publish("timeout")
-        except (OSError, ssl.SSLError):
+        except (OSError, ssl.SSLError) as exc:
+            self._limit_hit(exc)
             self._count_publish("error")
         finally:
             self.publish_in_flight -= 1

@@ -95,11 +95,17 @@ def summarise(run: LoadRun) -> dict[str, Any]:
     published = None
     if cfg.publish is not None:
         method, lost = "published-ids", lost_exactly(run)
+        window = run.publish_window
+        seconds = (
+            max(0.0, min(window[1], run.finished_at - run.t_start) - window[0]) if window else 0
+        )
         published = {
             "url": cfg.publish.url,
             "interval_s": cfg.publish_interval,
             "acknowledged": len(run.publishes),
             "answers": dict(sorted(run.publish_counts.items())),
+            "window_s": None if window is None else [round(v, 2) for v in window],
+            "events_per_s": round(len(run.publishes) / seconds, 2) if seconds else None,
         }
     ok = (
         run.aborted is None
@@ -108,6 +114,7 @@ def summarise(run: LoadRun) -> dict[str, Any]:
         and lost == 0
         and non_200 == 0
         and not run.attempt_failures
+        and not run.limits
     )
     return {
         "ok": ok,
@@ -130,7 +137,17 @@ def summarise(run: LoadRun) -> dict[str, Any]:
         "ok_ms": percentiles(run.ok_ms),
         "first_byte_cdf_ms": _cdf(run.first_byte_ms),
         "ok_cdf_ms": _cdf(run.ok_ms),
+        "tls_resume": cfg.tls_resume,
+        "tls": {"resumed": len(run.resumed_ok_ms), "full_handshakes": run.full_handshakes},
+        "resumed_first_byte_ms": percentiles(run.resumed_first_byte_ms),
+        "resumed_connect_ms": percentiles(run.resumed_connect_ms),
+        "resumed_ok_ms": percentiles(run.resumed_ok_ms),
+        "resumed_ok_cdf_ms": _cdf(run.resumed_ok_ms),
+        "limits": run.limits,
+        "delivery_ms": percentiles(list(run.delivery_ms), (50, 95, 99)),
         "time_back_ms": percentiles(run.time_back_ms),
+        "back_over_retry_ms": percentiles(run.over_retry_ms),
+        "retry_range_ms": run.retry_range,
         "retry_ms": run.retry_hint,
         "keepalive_interval_s": cfg.keepalive_interval,
         "keepalives": run.keepalives,
