@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 INTERVAL = 0.4
 STREAMS = 40
+MAX_AWAIT_DEPTH = 8
 
 
 def _with_probe(app: ASGIApp) -> ASGIApp:
@@ -38,12 +39,29 @@ def _with_probe(app: ASGIApp) -> ASGIApp:
                 "tasks": len(asyncio.all_tasks()),
                 # pending TimerHandles (call_later/call_at), cancelled ones excluded
                 "timers": sum(1 for h in loop._scheduled if not h.cancelled()),  # type: ignore[attr-defined]
+                # the request tasks (Uvicorn's RequestResponseCycle.run_asgi)
+                "await_depth": max(
+                    (_await_depth(t) for t in asyncio.all_tasks() if _is_request(t)), default=0
+                ),
             }
         ).encode()
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": body})
 
     return probed
+
+
+def _await_depth(task: asyncio.Task[object]) -> int:
+    """How many coroutines deep ``task`` is suspended (each holds a frame)."""
+    depth, coro = 0, task.get_coro()
+    while coro is not None and hasattr(coro, "cr_frame"):
+        depth += 1
+        coro = coro.cr_await
+    return depth
+
+
+def _is_request(task: asyncio.Task[object]) -> bool:
+    return getattr(task.get_coro(), "__qualname__", "").endswith("run_asgi")
 
 
 @pytest.fixture
@@ -74,6 +92,9 @@ def test_open_streams_cost_one_extra_task_each_and_no_timer(served: int) -> None
         assert during["tasks"] - before["tasks"] <= 2 * STREAMS, (before, during)
         # one keepalive sweep for all of them, not a timer per stream
         assert during["timers"] - before["timers"] <= 2, (before, during)
+        # the stream is served past Starlette's middleware and router, whose frames would
+        # live as long as it does (about 6 KB a stream): it waits a few coroutines deep
+        assert during["await_depth"] <= MAX_AWAIT_DEPTH, during
     finally:
         for stream in streams:
             stream.close()

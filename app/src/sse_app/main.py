@@ -14,6 +14,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from sse_app import ids, sse
 from sse_app.broker import Broker
@@ -21,7 +22,7 @@ from sse_app.middleware import VersionHeaderMiddleware
 from sse_app.redis_broker import RETRY_AFTER_S, BrokerUnavailable, RedisBroker
 from sse_app.settings import Settings
 from sse_app.shutdown import on_shutdown_signal
-from sse_app.stream import EventStreamResponse
+from sse_app.stream import EventStreamResponse, route_events_directly
 
 # Publishing is for small notifications; a cap keeps one request from pinning memory
 # in every subscriber's queue and in the replay buffer.
@@ -33,7 +34,7 @@ log = logging.getLogger("sse_app")
 PAGE = files("sse_app").joinpath("page.html").read_text(encoding="utf-8")
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
+def create_app(settings: Settings | None = None) -> ASGIApp:
     settings = Settings.from_env() if settings is None else settings
     local = Broker(settings.replay_buffer, settings.subscriber_queue)
     shared = (
@@ -120,7 +121,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def version(request: Request) -> Response:
         return JSONResponse({"version": settings.app_version})
 
-    return Starlette(
+    routed = Starlette(
         routes=[
             Route("/notify/events", events, methods=["GET"]),
             Route("/notify/publish", publish, methods=["POST"]),
@@ -131,6 +132,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         middleware=[Middleware(VersionHeaderMiddleware, version=settings.app_version)],
         lifespan=lifespan,
     )
+    # the stream past the middleware and router: their frames would live as long as it
+    version_header = (b"x-app-version", settings.app_version.encode())
+    return route_events_directly(routed, "/notify/events", events, [version_header])
 
 
 def _authorized(request: Request, token: str) -> bool:
