@@ -65,6 +65,11 @@ BAD = [
     role_case(
         "keepalive-abc", {"sse_backend_keepalive_interval": "abc"}, "sse_backend_keepalive_interval"
     ),
+    role_case("jitter--1", {"sse_backend_retry_jitter_ms": -1}, "sse_backend_retry_jitter_ms"),
+    role_case(
+        "jitter-too-long", {"sse_backend_retry_jitter_ms": 600001}, "sse_backend_retry_jitter_ms"
+    ),
+    role_case("jitter-2s", {"sse_backend_retry_jitter_ms": "2s"}, "sse_backend_retry_jitter_ms"),
     role_case("bind-no-port", {"sse_backend_bind": "127.0.0.1"}, "sse_backend_bind"),
     role_case("bind-port-70000", {"sse_backend_bind": "127.0.0.1:70000"}, "sse_backend_bind"),
     role_case("bind-port-0", {"sse_backend_bind": ":0"}, "sse_backend_bind"),
