@@ -205,6 +205,10 @@ class Broker:
     def unsubscribe(self, sub: Subscription) -> None:
         self._fanout.discard(sub)
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
         """End every open stream and refuse new ones (the process is shutting down)."""
         self._closed = True

@@ -103,6 +103,15 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
                     "the event broker is unavailable, publish again later",
                     {"Retry-After": str(RETRY_AFTER_S)},
                 )
+        elif local.closed:
+            # Shutting down: an event accepted now would live only in this process and
+            # reach no stream (they have ended); the publisher sends it again after the
+            # restart. (With a broker the event is in the broker's log: accepted above.)
+            return _error(
+                503,
+                "this backend is shutting down, publish again later",
+                {"Retry-After": str(RETRY_AFTER_S)},
+            )
         else:
             event, delivered = local.publish(data, name)
         return JSONResponse({"id": event.id, "subscribers": delivered}, status_code=202)
