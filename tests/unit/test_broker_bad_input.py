@@ -193,7 +193,10 @@ SITE_FIRST_HOST_TASK = "Look for the upstream file of sse_nginx"
 def fleet(broker_vars: dict[str, Any], broker_on_proxy: bool) -> dict[str, dict[str, Any]]:
     """Two backends behind a proxy; the broker on a host of its own, or on the proxy."""
     backends = {
-        f"sse-b{n}": {"groups": ["sse_backends"], "vars": {**BACKEND_HOST, "ansible_host": f"10.0.0.{n}"}}
+        f"sse-b{n}": {
+            "groups": ["sse_backends"],
+            "vars": {**BACKEND_HOST, "ansible_host": f"10.0.0.{n}"},
+        }
         for n in (1, 2)
     }
     if broker_on_proxy:

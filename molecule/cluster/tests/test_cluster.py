@@ -46,6 +46,7 @@ import json
 import re
 import time
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 from conftest import (
@@ -107,7 +108,8 @@ def assert_every_event_accepted(
     seqs = {p["seq"] for p in held.publishes}
     assert seqs == set(range(1, max(seqs, default=0) + 1)), "the publisher skipped an event"
     accepted = Counter(p["seq"] for p in held.publishes if p["status"] == 202)
-    assert not [s for s, n in accepted.items() if n > 1], f"accepted twice: {accepted}"
+    twice = sorted(s for s, n in accepted.items() if n > 1)
+    assert not twice, f"events accepted twice: {twice}"
     never = sorted(seqs - set(accepted))
     assert not never, f"events never accepted: {never}\n{held.summary()}"
     odd = [
@@ -166,6 +168,53 @@ def assert_reconnects_resume(held: Held, publishing: bool = True) -> None:
                 )
             if publishing and after["t_end"] - after["t_ok"] > 3 * PUBLISH_INTERVAL + 1:
                 assert after["events"], f"{after['probe']} received nothing\n{held.summary()}"
+
+
+@dataclass(frozen=True)
+class Outage:
+    """When the broker was stopped (the stop command ran from down to stopped) and
+    started again (from start to up)."""
+
+    down: float
+    stopped: float
+    start: float
+    up: float
+
+
+def assert_streams_kept(held: Held, outage: Outage) -> None:
+    """The streams stayed open: one connection each, to the end, keepalives on time all
+    through, some during the outage."""
+    assert_every_stream_served(held)
+    assert not ended_early(held), f"a stream ended before its end\n{held.summary()}"
+    assert len(held.connections) == len(held.streams()), f"a stream reconnected\n{held.summary()}"
+    for c in held.connections:
+        assert c["max_silence"] <= MAX_SILENCE, (
+            f"{c['probe']}: {c['max_silence']:.1f} s without a line\n{held.summary()}"
+        )
+        during = [t for t in c["keepalives"] if outage.stopped < t < outage.start]
+        assert len(during) >= OUTAGE // KEEPALIVE_INTERVAL - 1, (
+            f"{c['probe']}: {len(during)} keepalives during the outage\n{held.summary()}"
+        )
+
+
+def assert_refused_then_accepted(held: Held, outage: Outage) -> None:
+    """Publishes during the outage: 503 with Retry-After, each sent again no sooner than
+    it said, and accepted in the end."""
+    refused = [p for p in held.publishes if p["status"] == 503]
+    in_outage = [p for p in refused if outage.down <= p["t_sent"] <= outage.up]
+    print(f"    503 answers: {len(refused)} ({len(in_outage)} sent during the outage)")
+    assert len(in_outage) >= OUTAGE / PUBLISH_INTERVAL / 2, (
+        f"{len(in_outage)} publishes answered 503 during the outage\n{held.summary()}"
+    )
+    for p in refused:
+        assert p["retry_after"] is not None and int(p["retry_after"]) >= 1, p
+        again = [
+            q for q in held.publishes if q["seq"] == p["seq"] and q["attempt"] == p["attempt"] + 1
+        ]
+        assert again and again[0]["t_sent"] >= p["t_resp"] + int(p["retry_after"]) - 0.1, (
+            p,
+            again,
+        )
 
 
 def broker_pid() -> int:
@@ -286,30 +335,9 @@ def test_broker_restart_keeps_streams_and_order(backends) -> None:
     assert broker_pid() not in (0, restarted_pid), "the broker did not start again"
     assert after == before, "a backend restarted with its broker"
 
-    # the streams stayed open: one connection each, to the end, keepalives on time
-    assert_every_stream_served(held)
-    assert not ended_early(held), held.summary()
-    assert len(held.connections) == len(held.streams()), held.summary()
-    for c in held.connections:
-        assert c["max_silence"] <= MAX_SILENCE, (
-            f"{c['probe']}: {c['max_silence']:.1f} s without a line\n{held.summary()}"
-        )
-        during = [t for t in c["keepalives"] if t_stopped < t < t_start]
-        assert len(during) >= OUTAGE // KEEPALIVE_INTERVAL - 1, (
-            f"{c['probe']}: {len(during)} keepalives during the outage\n{held.summary()}"
-        )
-
-    # publishes during the outage: 503 with Retry-After, accepted when sent again after it
-    refused = [p for p in held.publishes if p["status"] == 503]
-    in_outage = [p for p in refused if t_down <= p["t_sent"] <= t_up]
-    print(f"    503 answers: {len(refused)} ({len(in_outage)} sent during the outage)")
-    assert len(in_outage) >= OUTAGE / PUBLISH_INTERVAL / 2, held.summary()
-    for p in refused:
-        assert p["retry_after"] is not None and int(p["retry_after"]) >= 1, p
-        again = [
-            q for q in held.publishes if q["seq"] == p["seq"] and q["attempt"] == p["attempt"] + 1
-        ]
-        assert again and again[0]["t_sent"] >= p["t_resp"] + int(p["retry_after"]) - 0.1, (p, again)
+    outage = Outage(t_down, t_stopped, t_start, t_up)
+    assert_streams_kept(held, outage)
+    assert_refused_then_accepted(held, outage)
     assert_every_event_accepted(held, allowed=frozenset({202, 503}))
     accepted = held.accepted()
     retried = sorted(s for s, p in accepted.items() if p["attempt"] > 1)
