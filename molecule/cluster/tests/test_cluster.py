@@ -348,6 +348,28 @@ def test_broker_restart_keeps_streams_and_order(backends) -> None:
     assert_exactly_once_in_order(held)
 
 
+def test_verification_names_the_broker_while_it_is_down(playbook, backends) -> None:
+    """verify.yml with the broker stopped: streams through the proxy still open and keep
+    their keepalives, but each backend's /healthz says broker_down, so the run fails
+    naming the check `broker` on both backends (never printing the broker's URL). The
+    tests after this one verify again with the broker back (their runs pass)."""
+    before = backends()
+    podman_exec(PROXY, "systemctl", "stop", BROKER_SERVICE)
+    try:
+        proc = playbook("playbooks/verify.yml", check=False)
+    finally:
+        podman_exec(PROXY, "systemctl", "start", BROKER_SERVICE)
+    output = " ".join(proc.stdout.split())
+    assert proc.returncode != 0, "verify.yml passed with the broker stopped"
+    for name in BACKENDS:
+        assert f"SSE verification failed on {name}: broker: the backend's event broker is" in (
+            output
+        ), output[-3000:]
+    assert "redis://" not in output, "the broker URL was printed"
+    assert "molecule-broker-password" not in output, "the broker password was printed"
+    assert backends() == before, "a backend restarted"
+
+
 def test_broken_release_is_rolled_back(playbook, backends) -> None:
     before = backends()
     assert {b.version for b in before.values()} == {"2.0.0"}, before
