@@ -520,7 +520,7 @@ def main() -> int:
     )
     parser.add_argument("--fanout-streams", type=int, default=2000)
     parser.add_argument("--fanout-hold", type=float, default=30.0)
-    parser.add_argument("--fanout-rate", type=float, default=10.0, help="events published a second")
+    parser.add_argument("--fanout-rate", type=float, default=5.0, help="events published a second")
     parser.add_argument("--fanout-broker-workers", type=int, default=2)
     parser.add_argument(
         "--retry-jitter-ms",

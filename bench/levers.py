@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """LEVERS.md: nginx memory levers, each measured by one `bench.py --scenarios hold` run.
 
-    python bench/levers.py OUT.md LABEL=RESULTS_DIR [LABEL=RESULTS_DIR ...]
+    python bench/levers.py OUT.md [--note TEXT] LABEL=RESULTS_DIR [LABEL=RESULTS_DIR ...]
 
-Each RESULTS_DIR holds the results.json of one invocation (the first is the reference:
+Each RESULTS_DIR holds the results.json of one invocation (or is such a .json file;
+bench/results/levers/ keeps those of LEVERS.md) (the first is the reference:
 the roles' defaults); the table puts their nginx and backend PSS growth per stream, first
 byte and CPU side by side, with each run's `--set` variables and host load average. The
 runs share one deployment (the first deploys with --keep, the others use --no-deploy and
@@ -47,8 +48,18 @@ def row(label: str, r: dict[str, Any], ref: dict[str, Any] | None) -> str:
 
 
 def main(argv: list[str]) -> int:
-    out, pairs = Path(argv[0]), [a.split("=", 1) for a in argv[1:]]
-    results = [(label, json.loads((Path(d) / "results.json").read_text())) for label, d in pairs]
+    out, rest = Path(argv[0]), argv[1:]
+    note = ""
+    if rest[:1] == ["--note"]:
+        note, rest = rest[1], rest[2:]
+    pairs = [a.split("=", 1) for a in rest]
+    results = [
+        (
+            label,
+            json.loads((Path(d) if d.endswith(".json") else Path(d) / "results.json").read_text()),
+        )
+        for label, d in pairs
+    ]
     ref = results[0][1]
     lines = [
         "# nginx memory levers, one at a time",
@@ -59,7 +70,9 @@ def main(argv: list[str]) -> int:
         " `--set` with playbooks/proxy.yml, so nginx's workers start fresh). Per stream: PSS"
         " growth (median of the steady hold - idle before the load) / streams open. The"
         " backend's figure after the first row reads low (the process reuses memory the"
-        " earlier holds freed); compare nginx's.",
+        " earlier holds freed); compare nginx's. The first-byte figures follow the host's"
+        " load (other sessions' tests share the 2 cores), not the levers."
+        + (f" {note}" if note else ""),
         "",
         "| run | variables | open at the end / streams | nginx KB/stream | vs defaults"
         " | backend KB/stream | first byte p50 ms: request / connect start | CPU nginx /"

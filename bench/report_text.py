@@ -215,7 +215,10 @@ def _goal_ok(hold: dict[str, Any], direct: dict[str, Any]) -> list[Row]:
             f"{fb_ratio:.1f}x ({fb_n:.1f} vs {fb_d:.1f} ms)",
             _cpu(hold),
             _verdict(fb_ratio <= GOALS["ok_ratio"], full),
-            "" if fb_ratio <= GOALS["ok_ratio"] else "the extra hop through nginx; " + lever,
+            ""
+            if fb_ratio <= GOALS["ok_ratio"]
+            else "the extra hop through nginx and its TLS record on one busy host; next lever:"
+            " the generator on its own cores (it shares them with both servers here)",
         ),
     ]
 
@@ -304,7 +307,12 @@ def _goal_reload(reload: dict[str, Any], meta: dict[str, Any]) -> list[Row]:
                 f" overflows {_v(reload.get('listen_overflows'))}; time back p50"
                 f" {_v(_pct(load['time_back_ms'], 'p50'), ' ms', 0)}"
                 + f"; retry: {_retries(load)}"
-                + (f" (SSE_RETRY_JITTER_MS {jitter})" if jitter else ""),
+                + (f" (SSE_RETRY_JITTER_MS {jitter}" if jitter else "")
+                + (
+                    ": one retry: seen, the app does not jitter)"
+                    if jitter and len(set(load.get("retry_range_ms") or [0])) < 2
+                    else (")" if jitter else "")
+                ),
                 _cpu(reload),
                 _verdict(flat, full),
                 ""
