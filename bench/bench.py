@@ -136,14 +136,10 @@ class Bench:
         self.settings = dict(args.set)
         if args.retry_jitter_ms is None:
             # molecule.yml's (the default run's) jitter, for the report
-            env = self.vars.get("sse_backend_env") or {}
-            if "SSE_RETRY_JITTER_MS" in env:
-                args.retry_jitter_ms = int(env["SSE_RETRY_JITTER_MS"])
+            args.retry_jitter_ms = int(self.vars["sse_backend_retry_jitter_ms"])
         else:
             # the app's reconnect jitter (SSE_RETRY_JITTER_MS): each stream's retry: spread
-            env = dict(self.vars.get("sse_backend_env") or {})
-            env["SSE_RETRY_JITTER_MS"] = str(args.retry_jitter_ms)
-            self.settings["sse_backend_env"] = env
+            self.settings["sse_backend_retry_jitter_ms"] = args.retry_jitter_ms
         self.phases: dict[str, float] = {}
         LOGS.mkdir(parents=True, exist_ok=True)
 
