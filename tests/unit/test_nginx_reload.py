@@ -96,4 +96,23 @@ def test_nginx_processes_reads_titles(tmp_path: Path) -> None:
         (tmp_path / str(pid)).mkdir()
         (tmp_path / str(pid) / "cmdline").write_bytes(title)
     (tmp_path / "self").mkdir()
-    assert nginx_processes(str(tmp_path)) == {7: WORKER}
+    assert nginx_processes(str(tmp_path), str(tmp_path / "no.pid")) == {7: WORKER}
+
+
+def test_nginx_processes_of_another_master_do_not_count(tmp_path: Path) -> None:
+    """A second nginx on the host (its own master) is not this reload's."""
+    procs = {
+        10: (b"nginx: master process /usr/sbin/nginx\0", 1),
+        11: (WORKER.encode() + b"\0", 10),
+        20: (b"nginx: master process nginx -c /etc/naive.conf\0", 1),
+        21: (WORKER.encode() + b"\0", 20),
+    }
+    for pid, (title, ppid) in procs.items():
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "cmdline").write_bytes(title)
+        (tmp_path / str(pid) / "stat").write_text(f"{pid} (nginx: a) b) S {ppid} {pid} 0\n")
+    pid_file = tmp_path / "nginx.pid"
+    pid_file.write_text("10\n")
+    assert sorted(nginx_processes(str(tmp_path), str(pid_file))) == [10, 11]
+    # without a pid file: every nginx, as before
+    assert sorted(nginx_processes(str(tmp_path), str(tmp_path / "none"))) == [10, 11, 20, 21]

@@ -41,8 +41,14 @@ class ReloadResult:
         }
 
 
-def nginx_processes(proc: str = "/proc") -> dict[int, str]:
-    """pid -> command line of every nginx process (its title, e.g. "nginx: worker process")."""
+def nginx_processes(proc: str = "/proc", pid_file: str = "/run/nginx.pid") -> dict[int, str]:
+    """pid -> command line of the nginx processes (titles, e.g. "nginx: worker process").
+
+    Only the master in ``pid_file`` and its children when that file names one: another
+    nginx on the host (a second instance, a test's) must not count as "before" workers
+    forever. Without the file: every nginx process.
+    """
+    master = _master_pid(pid_file)
     found: dict[int, str] = {}
     for entry in os.listdir(proc):
         if not entry.isdigit():
@@ -50,11 +56,28 @@ def nginx_processes(proc: str = "/proc") -> dict[int, str]:
         try:
             with open(os.path.join(proc, entry, "cmdline"), "rb") as handle:
                 title = handle.read().replace(b"\0", b" ").decode(errors="replace").strip()
+            if not title.startswith("nginx:"):
+                continue
+            if master is not None and int(entry) != master and _parent(proc, entry) != master:
+                continue
         except OSError:
             continue  # the process ended meanwhile
-        if title.startswith("nginx:"):
-            found[int(entry)] = title
+        found[int(entry)] = title
     return found
+
+
+def _master_pid(pid_file: str) -> int | None:
+    try:
+        with open(pid_file, encoding="ascii") as handle:
+            return int(handle.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _parent(proc: str, pid: str) -> int:
+    with open(os.path.join(proc, pid, "stat"), encoding="utf-8", errors="replace") as handle:
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses
+        return int(handle.read().rsplit(")", 1)[1].split()[1])
 
 
 def accepting_workers(processes: dict[int, str]) -> set[int]:
