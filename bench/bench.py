@@ -67,8 +67,9 @@ RESTART_VERSION = "1.0.0-bench"
 # The naive deployment gets a patient client: EventSource has no first-byte timeout, and
 # nginx's default proxy_read_timeout (60 s) decides what such a client sees.
 NAIVE_FIRST_BYTE_TIMEOUT = 65.0
-ACTION_HOLD = 420.0  # upper bound of a reload/restart load; it is stopped well before
-PLAYBOOK_TIMEOUT = 300.0
+# upper bound of a reload/restart load (above PLAYBOOK_TIMEOUT); it is stopped well before
+ACTION_HOLD = 1200.0
+PLAYBOOK_TIMEOUT = 900.0
 RESUME_SETTLE = 5.0  # seconds after every client is connected again before the load stops
 RESUME_LIMIT = 90.0  # the longest wait for the clients to come back
 # the broker of the fanout-broker scenario: redis-server on loopback in the container
@@ -388,6 +389,11 @@ class Bench:
         self.phase("backend.yml with the broker", info["end"] - info["start"])
         return {"workers": self.args.fanout_broker_workers, "server": "redis-server (sse_broker)"}
 
+    def keep_partial(self, runs: dict[str, Any]) -> None:
+        """The raw figures so far: a later phase that fails (a long run on a busy host)
+        leaves the earlier ones in .cache/bench/logs/runs-partial.json."""
+        (LOGS / "runs-partial.json").write_text(json.dumps(runs, indent=1) + "\n")
+
     def measure_all(self, ramp: float) -> dict[str, Any]:
         """Every wanted load, in the order of SCENARIOS."""
         a = self.args
@@ -407,10 +413,12 @@ class Bench:
                 if name == "baseline":
                     self.naive("start")
                 runs[name] = self.measure(name, target, streams, a.hold, r_ramp, extra)
+                self.keep_partial(runs)
                 if name == "baseline":
                     self.naive("stop")
         if "fanout" in wanted:
             runs["fanout"] = self.fanout("fanout")
+            self.keep_partial(runs)
         publish = ["--publish-url", PUBLISH_URL, "--publish-token", self.token]
         publish += ["--publish-interval", "1"]
         for name, streams, action in (
@@ -422,6 +430,7 @@ class Bench:
                 runs[name] = self.measure(
                     name, NGINX, streams, ACTION_HOLD, r_ramp, publish, action(streams, r_ramp)
                 )
+                self.keep_partial(runs)
         if "fanout-broker" in wanted:
             broker = self.deploy_broker()
             runs["fanout-broker"] = self.fanout("fanout-broker")
