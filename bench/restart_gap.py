@@ -50,29 +50,17 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+# the same targets and client count as the bench's restart scenario
+from bench import CACERT, COUNT_CLIENTS, DIRECT, NGINX, PUBLISH_URL  # noqa: E402
+
 IN = "/opt/sse-restart-gap"
 PROBE_PACKAGE = "ansible_collections/sse/stack/plugins/module_utils"
-CACERT = "/etc/nginx/tls/sse-ca.crt"
-NGINX = ["https://localhost/notify/events", "--resolve", "localhost:443:127.0.0.1"]
-DIRECT = ["http://127.0.0.1:8000/notify/events"]
-PUBLISH_URL = "http://127.0.0.1:8000/notify/publish"
 UNIT = "sse-backend.service"
 USER = "sse"  # the molecule deployments' sse_backend_user
 PLAYBOOK_TIMEOUT = 600.0
 FINDINGS = "## Findings"
 HERD_WINDOW = 12.0  # seconds after the stop over which each group's CPU is summed
-COUNT_CLIENTS = """
-import sys
-port, n = "%04X" % int(sys.argv[1]), 0
-for name in ("/proc/net/tcp", "/proc/net/tcp6"):
-    try:
-        for line in open(name).readlines()[1:]:
-            f = line.split()
-            n += f[3] == "01" and f[2].rsplit(":", 1)[1] == port
-    except OSError:
-        pass
-print(n)
-"""
 # journal lines that mark the restart's steps: (key, where the line comes from, its start)
 MARKS = (
     ("stop", "manager", "Stopping "),
