@@ -94,10 +94,10 @@ def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def molecule_vars() -> dict[str, Any]:
+def molecule_vars(scenario: str = SCENARIO) -> dict[str, Any]:
     """group_vars.all as molecule merges them: the shared config, then the scenario."""
     merged: dict[str, Any] = {}
-    for path in (ROOT / ".config/molecule/config.yml", ROOT / "molecule/bench/molecule.yml"):
+    for path in (ROOT / ".config/molecule/config.yml", ROOT / f"molecule/{scenario}/molecule.yml"):
         data = yaml.safe_load(path.read_text()) or {}
         merged.update(
             ((data.get("provisioner") or {}).get("inventory") or {})

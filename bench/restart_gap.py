@@ -53,6 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 # the same targets and client count as the bench's restart scenario
 from bench import CACERT, COUNT_CLIENTS, DIRECT, NGINX, PUBLISH_URL  # noqa: E402
+from bench import molecule_vars as scenario_vars  # noqa: E402
 
 IN = "/opt/sse-restart-gap"
 PROBE_PACKAGE = "ansible_collections/sse/stack/plugins/module_utils"
@@ -75,19 +76,6 @@ MARKS = (
 
 def log(message: str) -> None:
     print(f"[restart-gap {time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def scenario_vars(scenario: str) -> dict[str, Any]:
-    """group_vars.all as molecule merges them: the shared config, then the scenario."""
-    merged: dict[str, Any] = {}
-    for path in (ROOT / ".config/molecule/config.yml", ROOT / f"molecule/{scenario}/molecule.yml"):
-        data = yaml.safe_load(path.read_text()) or {}
-        merged.update(
-            ((data.get("provisioner") or {}).get("inventory") or {})
-            .get("group_vars", {})
-            .get("all", {})
-        )
-    return merged
 
 
 def container_of(scenario: str) -> str:
