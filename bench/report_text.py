@@ -138,8 +138,8 @@ def _goal_streams(hold: dict[str, Any], direct: dict[str, Any] | None) -> list[R
             if late_ok
             else f"{_bound(hold)}; late straight to the backend too, so the one Python"
             " worker writing the keepalives (beside the generator on the same cores) bounds it;"
-            " next lever: keepalives by one periodic sweep, sse_backend_workers > 1 with"
-            " the broker, the generator on its own cores",
+            " (keepalives already go out by one sweep per worker); next lever:"
+            " sse_backend_workers > 1 with the broker, the generator on its own cores",
         )
     )
     return rows
@@ -163,9 +163,11 @@ def _goal_memory(hold: dict[str, Any]) -> list[Row]:
             ""
             if met
             else f"the larger share is {'nginx' if nginx_kb >= backend_kb else 'the backend'};"
-            " next levers: nginx - HTTP/2 so a browser's streams share one TLS connection"
-            " (the per-connection TLS state is most of nginx's share), the buffers measured in"
-            " LEVERS.md; backend - one task and no queue per stream",
+            " its split (TLS connection / HTTP and upstream state) and HTTP/2 are measured in"
+            " nginx_split.md, the buffers in LEVERS.md (both already at their best measured"
+            " values); next levers: nginx - HTTP/2 where one client holds several streams,"
+            " fewer bytes of TLS state per connection; backend - Uvicorn's own"
+            " per-connection objects (app_streams.md)",
         )
     ]
 
@@ -261,10 +263,10 @@ def _goal_restart(restart: dict[str, Any]) -> Row:
         _verdict(met, load["streams"] >= GOALS["restart_streams"]),
         ""
         if met
-        else "the old release stops before the new one accepts"
+        else "the herd of reconnects served by one worker"
         + (f" (new Gunicorn seen {gap:.1f} s after the drops)" if gap is not None else "")
-        + "; next lever: the new release accepts before the old stops (USR2 re-exec or a"
-        " second instance on the socket), or a shutdown retry: that covers the boot",
+        + "; stop + boot fit within the retry (restart_gap.md); next levers: a wider"
+        " SSE_RETRY_JITTER_MS, sse_backend_workers > 1 with the broker",
     )
 
 
@@ -619,8 +621,9 @@ def _reload_section(rl: dict[str, Any], load: dict[str, Any]) -> list[str]:
             if rl.get("drops_window_s")
             else ""
         )
-        + f". They resumed with Last-Event-ID after the server's retry"
-        f" ({load.get('retry_ms')} ms): time back p50"
+        + f". They resumed with Last-Event-ID after their own retry: ({_retries(load)}),"
+        f" at most {_v(_pct(load.get('back_over_retry_ms') or {}, 'max'), ' ms', 0)} beyond"
+        f" it: time back p50"
         f" {_v(_pct(load['time_back_ms'], 'p50'), ' ms', 0)},"
         f" max {_v(_pct(load['time_back_ms'], 'max'), ' ms', 0)}; {load['open_at_end']:,} of"
         f" {load['streams']:,} open at the end, {load['events_lost']} of the events published"
@@ -652,8 +655,11 @@ def _restart_section(rs: dict[str, Any], load: dict[str, Any], meta: dict[str, A
         f" publishes: {_counts(pub.get('answers', {}))}."
         f" Time back p50 {_v(_pct(load['time_back_ms'], 'p50'), ' ms', 0)}, p99"
         f" {_v(_pct(load['time_back_ms'], 'p99'), ' ms', 0)}, max"
-        f" {_v(_pct(load['time_back_ms'], 'max'), ' ms', 0)} against retry"
-        f" {load.get('retry_ms')} ms + 1 s. Events lost: {load['events_lost']}"
+        f" {_v(_pct(load['time_back_ms'], 'max'), ' ms', 0)}; beyond each client's own"
+        f" retry: ({_retries(load)}) p50"
+        f" {_v(_pct(load.get('back_over_retry_ms') or {}, 'p50'), ' ms', 0)}, max"
+        f" {_v(_pct(load.get('back_over_retry_ms') or {}, 'max'), ' ms', 0)} (goal: within"
+        f" 1 s). Events lost: {load['events_lost']}"
         f" ({load['loss_method']}; id-gap count {load['gap_lost']}, id space resets"
         f" {load['id_resets']}: the reference app numbers events from its boot time).",
         "",
@@ -791,14 +797,15 @@ def _bounds_hold(res: dict[str, Any]) -> list[str]:
         backend_kb = res["backend"]["pss_per_stream_kb"]
         lines.append(
             f"- Memory: nginx grew {nginx_kb:.1f} KB per stream (a TLS client connection"
-            " with its OpenSSL state and nginx's per-connection TLS write buffer,"
-            " `ssl_buffer_size` 16k by default, plus an upstream connection with its"
-            f" `proxy_buffer_size` buffer), the backend {backend_kb:.1f} KB (per stream"
-            " three asyncio tasks, a queue and an h11 connection in one Python process)."
-            " The buffer levers (`sse_nginx_ssl_buffer_size`, `sse_nginx_proxy_buffer_size`)"
-            " are measured one at a time in LEVERS.md; HTTP/2, which the role enables, would"
-            " let a browser's streams share one TLS connection (`sseprobe load` speaks"
-            " HTTP/1.1 only, so it is not measured here)."
+            " with its OpenSSL state and its `ssl_buffer_size` write buffer, plus the HTTP"
+            " request and an upstream connection with its `proxy_buffer_size` buffer), the"
+            f" backend {backend_kb:.1f} KB (per stream one asyncio task, a cursor into the"
+            " worker's shared event log, Uvicorn's h11 connection and its transport). The"
+            " buffer levers (`sse_nginx_ssl_buffer_size`, `sse_nginx_proxy_buffer_size`)"
+            " are measured one at a time in LEVERS.md, the backend's in app_streams.md;"
+            " nginx's share split into TLS and HTTP/upstream state, and HTTP/2 with many"
+            " streams on one connection, in nginx_split.md (`sseprobe load` speaks HTTP/1.1"
+            " only, so this run does not load HTTP/2)."
         )
     lines.append(
         "- CPU and the host: load generator, nginx and backend share 2 cores with the"
@@ -823,8 +830,28 @@ def _bounds_direct(hold: dict[str, Any], direct: dict[str, Any]) -> str:
     )
 
 
+def _jittered(load: dict[str, Any]) -> bool:
+    """The clients got different retry: values (the server jitters them)."""
+    low_high = load.get("retry_range_ms") or []
+    return len(low_high) == 2 and low_high[0] != low_high[1]
+
+
 def _bounds_reload(reload: dict[str, Any]) -> str:
     load = reload["load"]
+    over = _pct(load.get("back_over_retry_ms") or {}, "max")
+    h = reload.get("herd") or herd(load["series"])
+    if _jittered(load):
+        return (
+            "- Reload: nginx closes every stream of the old workers at once when"
+            f" worker_shutdown_timeout ends ({load['drops']:,} here); each client waits its"
+            f" own `retry:` ({_retries(load)}, SSE_RETRY_JITTER_MS), so the reconnects"
+            f" spread: the busiest second held {h.get('peak_share', 0):.0%} of them, 10-90 %"
+            f" came within {h.get('window_10_90_s')} s, and a client was back at most"
+            f" {_v(over, ' ms', 0)} after its own retry (listen queue overflows:"
+            f" {_v(reload.get('listen_overflows'))}). The cost: a client waits its retry,"
+            " up to the jitter's top, for a stream nginx ended; a longer"
+            " worker_shutdown_timeout moves the cut, the jitter spreads it."
+        )
     return (
         f"- Reload: nginx closes every stream of the old workers at once when"
         f" worker_shutdown_timeout ends, so {load['drops']:,} clients come back in the same"
@@ -832,8 +859,8 @@ def _bounds_reload(reload: dict[str, Any]) -> str:
         f" {_v(_pct(load['time_back_ms'], 'p50'), ' ms', 0)} is the retry plus that herd of"
         " TLS handshakes (listen queue overflows:"
         f" {_v(reload.get('listen_overflows'))}). A longer worker_shutdown_timeout only"
-        " moves the herd; spreading it needs the clients to jitter their reconnect or the"
-        " server to end streams gradually before the timeout."
+        " moves the herd; spreading it needs the clients to jitter their reconnect"
+        " (SSE_RETRY_JITTER_MS) or the server to end streams gradually before the timeout."
     )
 
 
@@ -842,18 +869,30 @@ def _bounds_restart(restart: dict[str, Any]) -> str:
     gap = (rs.get("restart_seen_s") or 0) - rs["drops_window_s"][0]
     back = (_pct(load["time_back_ms"], "p50") or 0) / 1000.0
     retry = (load.get("retry_ms") or 0) / 1000.0
+    seen = (f" ~{gap:.0f} s after" if gap >= 1 else " within a second of") + " the streams ending"
+    if _jittered(load):
+        over = load.get("back_over_retry_ms") or {}
+        return (
+            "- Restart: the app ends its streams as soon as SIGTERM arrives and each client"
+            f" reconnects after its own `retry:` ({_retries(load)}); the new Gunicorn master"
+            f" was seen{seen}, and clients were back"
+            f" {_v(_pct(over, 'p50'), ' ms', 0)} (p50), at most {_v(_pct(over, 'max'), ' ms', 0)}"
+            " after their retry: the old release's stop and the new one's boot fit inside the"
+            " shortest retry (restart_gap.md measures both), and the socket unit's backlog"
+            " holds any early client (hence no refusals and no 502). What is left above the"
+            " retry is the reconnects served by one worker; more workers (with the broker)"
+            " or a wider jitter move it. The playbook's own duration is the release build"
+            " and install, during which the streams stay open."
+        )
     return (
         "- Restart: the app ends its streams as soon as SIGTERM arrives; the clients"
         f" reconnect after `retry` ({retry:g} s) but were back only after {back:.1f} s (p50):"
-        " the new Gunicorn master was seen"
-        + (f" ~{gap:.0f} s after" if gap >= 1 else " within a second of")
-        + " the streams ending, but its worker accepts only once it has imported the app,"
-        " so the clients waited in the"
-        " socket unit's backlog (hence no refusals and no 502). Time back is the stop +"
-        " boot time, not the retry. What would move it: start the new release before the"
-        " old one stops (Gunicorn's USR2 re-exec on the same socket; preloading the app),"
-        " or a `retry:` sent at shutdown that covers the boot. The playbook's own duration"
-        " is the release build and install, during which the streams stay open."
+        f" the new Gunicorn master was seen{seen}, but its worker accepts only once it has"
+        " imported the app, so the clients waited in the socket unit's backlog (hence no"
+        " refusals and no 502). Time back is the stop + boot time, not the retry. What"
+        " would move it: SSE_RETRY_JITTER_MS, so the reconnects do not all meet the boot."
+        " The playbook's own duration is the release build and install, during which the"
+        " streams stay open."
     )
 
 
