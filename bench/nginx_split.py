@@ -309,11 +309,14 @@ class Split:
         if per_conn > limit:
             # h2load would queue the rest, not open them: fewer streams than asked
             raise SystemExit(f"{per_conn} streams a connection > http2_max_concurrent_streams")
+        # the connections (each opening its streams at once) spread over the ramp: `rate`
+        # of them every `period_ms` (h2load's periods are whole milliseconds)
+        rate = max(1, round(connections / a.ramp / 10))
+        period_ms = max(1, round(a.ramp * 1000 * rate / connections))
         h2load = [
             "timeout", "-s", "KILL", f"{a.ramp + a.hold + 30:g}",
             "h2load", "-c", str(connections), "-m", str(per_conn), "-n", str(a.streams),
-            # one connection (with its streams) every ramp/connections seconds
-            "-r", "1", "--rate-period", f"{a.ramp / connections:g}s",
+            "-r", str(rate), "--rate-period", f"{period_ms}ms",
             "-H", "Accept: text/event-stream",
             f"https://localhost{SSE_PATH}",
         ]  # fmt: skip
@@ -432,12 +435,17 @@ class Split:
         out.mkdir(parents=True, exist_ok=True)
         results = {"meta": meta, "variants": runs}
         (out / "nginx_split.json").write_text(json.dumps(results, indent=1) + "\n")
-        md = out / "nginx_split.md"
-        kept = md.read_text().partition(FINDINGS)[1:] if md.is_file() else ("", "")
-        md.write_text(render(results) + ("\n" + "".join(kept) if kept[0] else ""))
+        write(results, out)
         total = meta["phases_s"]["total"]
         log(f"wrote {out}/nginx_split.md and nginx_split.json; total {total:.0f} s")
         return 0
+
+
+def write(results: dict[str, Any], out: Path) -> None:
+    """nginx_split.md: the table and method, and the hand-written part kept (FINDINGS on)."""
+    md = out / "nginx_split.md"
+    kept = md.read_text().partition(FINDINGS)[1:] if md.is_file() else ("", "")
+    md.write_text(render(results) + ("\n" + "".join(kept) if kept[0] else ""))
 
 
 def variant_names(variants: str, h2_connections: str) -> list[str]:
@@ -479,8 +487,8 @@ def render(r: dict[str, Any]) -> str:
         both = res.get("nginx_plus_backend_pss_per_stream_kb", "-")
         fds = ", ".join(map(str, res.get("nginx_worker_fds_max", [])))
         held = f"{acc['held_200_for_hold']:,} / {acc['sse_requests']:,}" if acc else "-"
-        conns = est.get("443" if "tls" in name else str(m["plain_port"]), "-")
-        upstream = est.get(str(BACKEND_PORT), "-")
+        conns = f"{est.get('443' if 'tls' in name else str(m['plain_port']), 0):,}"
+        upstream = f"{est.get(str(BACKEND_PORT), 0):,}"
         if name == "direct":  # no nginx in the path: the clients are the backend's
             conns, upstream, ng, both, fds = upstream, "-", {}, "-", "-"
         idle = f"{ng['idle_pss_kb'] / 1024:.1f} -> {ng['steady_pss_kb'] / 1024:.1f}" if ng else "-"
@@ -501,8 +509,8 @@ def render(r: dict[str, Any]) -> str:
         " `location /notify/events` copied from `nginx -T` (same upstream, proxy_buffer_size,"
         " headers; file in nginx_split.json `meta.fixture`), removed right after.",
         f"- h2-tls-cN: `{m['h2load'] or 'h2load'}` with N connections,"
-        " the streams spread evenly over them (-m), one connection opened every"
-        " ramp/connections seconds (`-r 1 --rate-period`), stopped (SIGINT) after ramp + hold;"
+        " the streams spread evenly over them (-m), the connections opened evenly"
+        " over the ramp (`-r`, `--rate-period`), stopped (SIGINT) after ramp + hold;"
         " memory sampled by runner.py's sample(). Streams open = nginx's ESTABLISHED"
         " connections to the backend (one per proxied stream; a refused HTTP/2 stream makes"
         " none).",
@@ -531,12 +539,16 @@ def main() -> int:
     parser.add_argument("--no-deploy", action="store_true", help="use the running container")
     parser.add_argument("--keep", action="store_true", help="leave the container running")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    parser.add_argument("--render", action="store_true", help="only re-render the .md (--out)")
     args = parser.parse_args()
     unknown = set(args.variants.split(",")) - set(VARIANTS.split(","))
     if unknown:
         parser.error(f"unknown variant(s) {sorted(unknown)}; known: {VARIANTS}")
     if not all(c.isdigit() and int(c) > 0 for c in args.h2_connections.split(",")):
         parser.error("--h2-connections: positive integers, comma-separated")
+    if args.render:
+        write(json.loads((Path(args.out) / "nginx_split.json").read_text()), Path(args.out))
+        return 0
     return Split(args).main()
 
 
