@@ -18,6 +18,7 @@ backend (Gunicorn through its user unit), so both processes' growth is first use
             nghttp2-client installed in the container), held until stopped; one run
             h2-tls-cN per value of --h2-connections
   direct    straight to the backend (no nginx): the backend's share under the same method
+  h1-tls-full  (not in the default set) h1-tls with a full handshake for every stream
 
 Memory as REPORT.md's method: bench/runner.py's /proc samples (PSS of the nginx master and
 workers, of the Gunicorn master and worker), per stream = (median over the steady hold -
@@ -62,6 +63,7 @@ from bench import (  # noqa: E402
 )
 
 VARIANTS = "h1-tls,h1-plain,h2-tls,direct"
+KNOWN = f"{VARIANTS},h1-tls-full"
 FIXTURE = "/etc/nginx/conf.d/zz-nginx-split-plain.conf"
 SSE_PATH = "/notify/events"
 BACKEND_PORT = 8000
@@ -354,8 +356,13 @@ class Split:
         self.restart_nginx()
         self.restart_backend()
         offset = self.log_offset()
-        if name == "h1-tls":
-            out = self.sseprobe(name, NGINX, [443, BACKEND_PORT])
+        if name in ("h1-tls", "h1-tls-full"):
+            # bench.py resumes TLS sessions unless its no_tls_resume
+            self.bench.args.no_tls_resume = name == "h1-tls-full"
+            try:
+                out = self.sseprobe(name, NGINX, [443, BACKEND_PORT])
+            finally:
+                self.bench.args.no_tls_resume = False
         elif name == "h1-plain":
             try:
                 target = [f"http://127.0.0.1:{a.plain_port}{SSE_PATH}"]
@@ -434,7 +441,17 @@ class Split:
         out = Path(a.out)
         out.mkdir(parents=True, exist_ok=True)
         results = {"meta": meta, "variants": runs}
-        (out / "nginx_split.json").write_text(json.dumps(results, indent=1) + "\n")
+        path = out / "nginx_split.json"
+        if a.merge and path.is_file():
+            # this run's variants added to the file's (a name already there gets the run's
+            # number: `h1-tls run 2`); the file's meta kept, this run's in extra_runs
+            old = json.loads(path.read_text())
+            extras = old["meta"].setdefault("extra_runs", [])
+            label = f"run {len(extras) + 2}"
+            runs = {(f"{k} {label}" if k in old["variants"] else k): v for k, v in runs.items()}
+            extras.append({**meta, "label": label, "variants": list(runs), "fixture": None})
+            results = {"meta": old["meta"], "variants": {**old["variants"], **runs}}
+        path.write_text(json.dumps(results, indent=1) + "\n")
         write(results, out)
         total = meta["phases_s"]["total"]
         log(f"wrote {out}/nginx_split.md and nginx_split.json; total {total:.0f} s")
@@ -467,7 +484,7 @@ def render(r: dict[str, Any]) -> str:
         "",
         f"{m['streams']:,} streams per variant held {m['hold_s']:g} s (opened over"
         f" {m['ramp_s']:g} s) inside the `bench` molecule container ({m['host']['nginx']},"
-        f" {n['worker_processes']} workers, ssl_buffer_size {n['ssl_buffer_size']},"
+        f" worker_processes {n['worker_processes']}, ssl_buffer_size {n['ssl_buffer_size']},"
         f" proxy_buffer_size {n['proxy_buffer_size']}, http2_max_concurrent_streams"
         f" {n['http2_max_concurrent_streams']}; {m['host']['cpus']} cores,"
         f" {m['host']['date']}). Each variant starts from a restarted nginx and a restarted"
@@ -497,6 +514,12 @@ def render(r: dict[str, Any]) -> str:
             f" | {ng.get('pss_per_stream_kb', '-')} | {be.get('pss_per_stream_kb', '-')}"
             f" | {both} | {fds} | {held} | {idle} |"
         )
+    for extra in m.get("extra_runs", []):
+        lines += [
+            "",
+            f"Rows {', '.join(extra['variants'])}: a later run ({extra['label']}, its own"
+            f" deployment, {extra['host']['date']}), merged in (`--merge`).",
+        ]
     lines += [
         "",
         "## Method",
@@ -515,6 +538,7 @@ def render(r: dict[str, Any]) -> str:
         " connections to the backend (one per proxied stream; a refused HTTP/2 stream makes"
         " none).",
         "- direct: the same sseprobe load straight to http://127.0.0.1:8000 (no nginx).",
+        "- h1-tls-full: h1-tls without `--tls-resume`: a full handshake for every stream.",
         "- Checks that the streams were really held: the ESTABLISHED connections counted in"
         " /proc/net/tcp 5 s after the ramp (per remote port: 443 / the fixture port = client"
         " connections to nginx, 8000 = connections to the backend), and nginx's access-log"
@@ -540,10 +564,13 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="leave the container running")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     parser.add_argument("--render", action="store_true", help="only re-render the .md (--out)")
+    parser.add_argument(
+        "--merge", action="store_true", help="add this run's variants to --out's nginx_split.json"
+    )
     args = parser.parse_args()
-    unknown = set(args.variants.split(",")) - set(VARIANTS.split(","))
+    unknown = set(args.variants.split(",")) - set(KNOWN.split(","))
     if unknown:
-        parser.error(f"unknown variant(s) {sorted(unknown)}; known: {VARIANTS}")
+        parser.error(f"unknown variant(s) {sorted(unknown)}; known: {KNOWN}")
     if not all(c.isdigit() and int(c) > 0 for c in args.h2_connections.split(",")):
         parser.error("--h2-connections: positive integers, comma-separated")
     if args.render:
