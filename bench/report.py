@@ -190,7 +190,11 @@ def summarise(runs: dict[str, dict[str, Any]], meta: dict[str, Any]) -> dict[str
 
 
 def render(r: dict[str, Any], out: Path) -> None:
-    """REPORT.md and bench.png in ``out`` from summarised results."""
+    """REPORT.md and bench.png in ``out`` from summarised results (with nginx_split.json's
+    measured split of nginx's memory, when bench/nginx_split.py has written it there)."""
+    split = out / "nginx_split.json"
+    if split.is_file():
+        r = {**r, "nginx_split": json.loads(split.read_text())}
     (out / "REPORT.md").write_text(report_text.markdown(r))
     report_plot.plot(r, out / "bench.png")
 

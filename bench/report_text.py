@@ -145,7 +145,34 @@ def _goal_streams(hold: dict[str, Any], direct: dict[str, Any] | None) -> list[R
     return rows
 
 
-def _goal_memory(hold: dict[str, Any]) -> list[Row]:
+def split_kb(split: dict[str, Any] | None) -> dict[str, float]:
+    """nginx's KB per stream by variant of bench/nginx_split.py (empty without its run)."""
+    variants = (split or {}).get("variants") or {}
+    return {
+        name: v["resources"]["nginx"]["pss_per_stream_kb"]
+        for name, v in variants.items()
+        if (v.get("resources") or {}).get("nginx", {}).get("pss_per_stream_kb") is not None
+    }
+
+
+def _split_text(split: dict[str, Any] | None) -> str:
+    """The measured split of nginx's share, when nginx_split.json is beside the results."""
+    kb = split_kb(split)
+    if not {"h1-tls", "h1-plain"} <= kb.keys():
+        return "its split into TLS and HTTP/upstream state: `bench/nginx_split.py`"
+    tls = kb["h1-tls"] - kb["h1-plain"]
+    text = (
+        f"nginx_split.md (2,000 streams): of nginx's {kb['h1-tls']:.1f} KB the TLS connection"
+        f" is {tls:.1f}, HTTP and upstream state {kb['h1-plain']:.1f}"
+    )
+    # many streams per connection; c2000 is one stream per connection (not multiplexed)
+    muxed = [kb[n] for n in kb if n.startswith("h2-tls-c") and n != "h2-tls-c2000"]
+    if muxed:
+        text += f"; HTTP/2 with many streams per connection {min(muxed):.1f}-{max(muxed):.1f}"
+    return text
+
+
+def _goal_memory(hold: dict[str, Any], split: dict[str, Any] | None = None) -> list[Row]:
     res, load = hold["resources"], hold["load"]
     per = res.get("nginx_plus_backend_pss_per_stream_kb")
     if per is None:
@@ -163,11 +190,11 @@ def _goal_memory(hold: dict[str, Any]) -> list[Row]:
             ""
             if met
             else f"the larger share is {'nginx' if nginx_kb >= backend_kb else 'the backend'};"
-            " its split (TLS connection / HTTP and upstream state) and HTTP/2 are measured in"
-            " nginx_split.md, the buffers in LEVERS.md (both already at their best measured"
-            " values); next levers: nginx - HTTP/2 where one client holds several streams,"
-            " fewer bytes of TLS state per connection; backend - Uvicorn's own"
-            " per-connection objects (app_streams.md)",
+            f" {_split_text(split)}; nginx's buffers are at their best measured sizes"
+            " (LEVERS.md), so without TLS nginx + backend would be at the goal, with no margin."
+            " Next levers, by size: the TLS connection's state (shared only where one client"
+            " holds several streams over HTTP/2), the backend's per-connection objects in"
+            " Uvicorn (app_streams.md), nginx's HTTP/upstream state",
         )
     ]
 
@@ -334,7 +361,7 @@ def goal_rows(r: dict[str, Any]) -> list[Row]:
     hold, direct = runs.get("hold"), runs.get("direct")
     rows: list[Row] = []
     if hold:
-        rows += _goal_streams(hold, direct) + _goal_memory(hold)
+        rows += _goal_streams(hold, direct) + _goal_memory(hold, r.get("nginx_split"))
     if hold and direct:
         rows += _goal_ok(hold, direct)
     if runs.get("restart"):

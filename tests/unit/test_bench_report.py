@@ -104,6 +104,33 @@ def test_memory_missed_names_the_larger_share() -> None:
     assert row[3] == "5 / 50 / 20"  # nginx / backend / load generator CPU beside it
 
 
+def test_memory_missed_quotes_the_measured_split_of_nginx() -> None:
+    r = results()
+    r["runs"]["hold"]["resources"]["nginx_plus_backend_pss_per_stream_kb"] = 44.0
+    r["runs"]["hold"]["resources"]["nginx"]["pss_per_stream_kb"] = 34.0
+
+    def variant(kb: float) -> dict[str, Any]:
+        return {"resources": {"nginx": {"pss_per_stream_kb": kb}}}
+
+    def lever() -> str:
+        return {row[0]: row for row in report_text.goal_rows(r)}[
+            "memory per stream, nginx + backend"
+        ][5]
+
+    assert "`bench/nginx_split.py`" in lever()  # not measured: where to measure it
+    r["nginx_split"] = {
+        "variants": {
+            "h1-tls": variant(33.5),
+            "h1-plain": variant(14.0),
+            "h2-tls-c20": variant(15.1),
+            "h2-tls-c4": variant(14.9),
+            "h2-tls-c2000": variant(43.4),  # one stream per connection: not multiplexed
+        }
+    }
+    assert "the TLS connection is 19.5, HTTP and upstream state 14.0" in lever()
+    assert "HTTP/2 with many streams per connection 14.9-15.1;" in lever()
+
+
 def test_smaller_run_is_met_at_its_size_only() -> None:
     r = results()
     r["runs"]["hold"]["load"].update(streams=2_000, open_at_end=2_000)
