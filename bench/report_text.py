@@ -252,11 +252,17 @@ def _goal_ok(hold: dict[str, Any], direct: dict[str, Any]) -> list[Row]:
     ]
 
 
+def _jittered(load: dict[str, Any]) -> bool:
+    """The clients got different retry: values (the server jitters them)."""
+    low_high = load.get("retry_range_ms") or []
+    return len(low_high) == 2 and low_high[0] != low_high[1]
+
+
 def _retries(load: dict[str, Any]) -> str:
     """The retry: values the clients got (a range when the server jitters them)."""
-    low_high = load.get("retry_range_ms") or []
-    if len(low_high) == 2 and low_high[0] != low_high[1]:
-        return f"{low_high[0]:,}-{low_high[1]:,} ms"
+    if _jittered(load):
+        low, high = load["retry_range_ms"]
+        return f"{low:,}-{high:,} ms"
     return f"{load.get('retry_ms')} ms"
 
 
@@ -855,12 +861,6 @@ def _bounds_direct(hold: dict[str, Any], direct: dict[str, Any]) -> str:
         " ends of this host. Request -> `:ok` is the fairer comparison of the data path"
         " (one extra hop); the handshake is what a browser pays once per connection."
     )
-
-
-def _jittered(load: dict[str, Any]) -> bool:
-    """The clients got different retry: values (the server jitters them)."""
-    low_high = load.get("retry_range_ms") or []
-    return len(low_high) == 2 and low_high[0] != low_high[1]
 
 
 def _bounds_reload(reload: dict[str, Any]) -> str:
