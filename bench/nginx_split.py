@@ -49,6 +49,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 # the bench's deployment, probe copy, load runs and memory figures, not copies of them
 import report  # noqa: E402
+from ansible_collections.sse.stack.plugins.module_utils.sse_diagnose_nginx import (  # noqa: E402
+    access_logs,
+    levels_for,
+)
+from ansible_collections.sse.stack.plugins.module_utils.sse_diagnose_nginx_match import (  # noqa: E402
+    find_location,
+)
+from ansible_collections.sse.stack.plugins.module_utils.sse_diagnose_nginx_parse import (  # noqa: E402
+    Directive,
+    NginxConfig,
+)
 from restart_gap import UNIT, USER  # noqa: E402
 
 from bench import (  # noqa: E402
@@ -152,38 +163,45 @@ def log(message: str) -> None:
     print(f"[nginx-split {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def sse_location(config: str, path: str = SSE_PATH) -> str:
-    """The rendered `location <path> { ... }` block of `nginx -T`'s output (comments and
-    all, the braces counted outside comments and quotes)."""
-    lines = config.splitlines()
-    opening = re.compile(rf"\s*location\s+{re.escape(path)}\s*{{")
-    start = next((i for i, line in enumerate(lines) if opening.match(line)), None)
-    if start is None:
-        raise SystemExit(f"nginx -T shows no `location {path}` block")
-    depth, block = 0, []
-    for line in lines[start:]:
-        block.append(line)
-        code = re.sub(r'"[^"]*"|\'[^\']*\'', "", line.split("#", 1)[0])
-        depth += code.count("{") - code.count("}")
-        if depth == 0:
-            return "\n".join(block)
-    raise SystemExit(f"`location {path}` block never closes in nginx -T's output")
+def _block_text(d: Directive, indent: str = "    ") -> str:
+    """A parsed directive written back as configuration (its block's directives too)."""
+    if d.block is None:
+        return indent + d.text()
+    inner = [_block_text(child, indent + "    ") for child in d.block]
+    return "\n".join([indent + d.text().removesuffix(" { ... }") + " {", *inner, indent + "}"])
+
+
+def sse_location(config: str, path: str = SSE_PATH) -> tuple[str, str]:
+    """The role's `location <path>` of `nginx -T`'s output, written back as configuration
+    (the diagnose role's parser and matcher), and the access log in effect there (file and
+    format)."""
+    parsed = NginxConfig.from_dump(config)
+    http = parsed.http()
+    for server in parsed.servers():
+        chain = find_location(server, path)
+        if http and chain and chain[-1].directive.args == [path]:
+            logs = access_logs(levels_for(http, server, chain))
+            if not logs:
+                raise SystemExit(f"no access_log file in effect at `location {path}`")
+            return _block_text(chain[-1].directive), f"{logs[0]['path']} {logs[0]['format']}"
+    raise SystemExit(f"nginx -T shows no `location {path}` block")
 
 
 def directive(config: str, name: str) -> str:
-    """The first `name ...;` line's arguments in `nginx -T`'s output ('' if none)."""
-    match = re.search(rf"^\s*{name}\s+([^;]*);", config, re.MULTILINE)
-    return match.group(1).strip() if match else ""
+    """The first `name` directive's arguments in `nginx -T`'s output, in the order nginx
+    reads it ('' if none)."""
 
+    def first(directives: list[Directive]) -> Directive | None:
+        for d in directives:
+            if d.name == name:
+                return d
+            found = first(d.block or [])
+            if found:
+                return found
+        return None
 
-def site_access_log(config: str, path: str = SSE_PATH) -> str:
-    """The access_log (file and format) of the server holding `location <path>`: the last
-    one before that location in `nginx -T`'s output."""
-    before = config[: config.index(sse_location(config, path))]
-    found = re.findall(r"^\s*access_log\s+([^;]*);", before, re.MULTILINE)
-    if not found or not found[-1].startswith("/"):
-        raise SystemExit(f"no access_log file before `location {path}` in nginx -T's output")
-    return str(found[-1]).strip()
+    found = first(NginxConfig.from_dump(config).tree)
+    return " ".join(found.args) if found else ""
 
 
 class Split:
@@ -230,7 +248,7 @@ class Split:
     # -- the plain-HTTP fixture -------------------------------------------------------------
 
     def fixture(self, config: str) -> str:
-        location = sse_location(config)
+        location, _ = sse_location(config)
         text = (
             "# bench/nginx_split.py test fixture (removed after the h1-plain variant): the\n"
             "# role's rendered SSE location (nginx -T) in a server without TLS, loopback only\n"
@@ -406,7 +424,7 @@ class Split:
         self.remove_fixture()  # a fixture left by an interrupted run
         self.bench.podman("systemctl", "restart", "nginx.service")
         config = self.bench.podman("nginx", "-T")
-        self.access_log = site_access_log(config)
+        _, self.access_log = sse_location(config)
         wanted = variant_names(a.variants, a.h2_connections)
         if any(name.startswith("h2-tls") for name in wanted):
             self.bench.podman(
