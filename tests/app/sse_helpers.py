@@ -368,6 +368,18 @@ class EventStream:
             if frame.is_event:
                 events.append(frame)
 
+    def frames_until_end(self, timeout: float = 5.0, limit: int | None = None) -> list[Frame]:
+        """The frames left before the terminating chunk, each within ``timeout``.
+
+        Fails when more than ``limit`` frames come first; raises when the connection is
+        cut without that chunk (EOFError) or a frame is late (TimeoutError).
+        """
+        frames: list[Frame] = []
+        while (frame := self.next_frame(timeout)) is not None:
+            frames.append(frame)
+            assert limit is None or len(frames) <= limit, f"the stream did not end: {frames}"
+        return frames
+
     def open(self, timeout: float = 5.0) -> EventStream:
         """Consume the `:ok` and `retry:` preamble; afterwards we are subscribed."""
         first = self.next_frame(timeout)

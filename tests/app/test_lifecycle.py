@@ -33,8 +33,7 @@ def listener() -> Iterator[socket.socket]:
 
 
 def _assert_ended_cleanly(stream: EventStream) -> None:
-    while stream.next_frame(timeout=SHUTDOWN_BOUND) is not None:
-        pass
+    stream.frames_until_end(timeout=SHUTDOWN_BOUND)
     # The zero-length chunk: the response was finished, not cut off, so the browser
     # simply reconnects after the retry delay.
     assert stream.ended
